@@ -1,0 +1,121 @@
+"""Tests every registered model: parameter counts against the reference facts, the uniform interface,
+and reference checkpoints that load into the right tensors and compute the reference's function."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from dcnn.models import create_model, get_model_cfg, list_models, load_pretrained
+from tests.models.reference import (
+    fixed_input,
+    load_output_fixture,
+    reference,
+    synthesize_state_dict,
+)
+
+ALL_MODELS = list_models()
+REFERENCED = [n for n in ALL_MODELS if get_model_cfg(n).reference]
+
+
+def logits_of(output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def count_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_registry_is_populated():
+    assert "lenet5" in ALL_MODELS
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_parameter_count(name):
+    cfg = get_model_cfg(name)
+    with torch.device("meta"):
+        model = create_model(name)
+    assert cfg.num_params is not None, f"{name}: ModelCfg.num_params must give the reference or paper count"
+    assert count_params(model) == cfg.num_params
+    if cfg.reference:
+        assert cfg.num_params == reference(cfg.reference)["params"]
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_interface_forward_backward(name):
+    cfg = get_model_cfg(name)
+    chans, h, w = cfg.min_input_size
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=7)
+    assert model.num_classes == 7 and model.in_chans == cfg.input_size[0]
+    model.train()
+    for size in ((h, w), (h + 13, w + 21)):
+        out = model(torch.randn(2, cfg.input_size[0], *size))
+        outputs = out if isinstance(out, tuple) else (out,)
+        for o in outputs:
+            assert o.shape == (2, 7), f"{name} at {size}"
+            assert torch.isfinite(o).all()
+    sum(o.sum() for o in outputs).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+    model.eval()
+    x = torch.randn(1, cfg.input_size[0], h, w)
+    features = model.forward_features(x)
+    assert features.dim() == 4
+    assert model.forward_head(features, pre_logits=True).shape == (1, model.num_features)
+    model.reset_classifier(3)
+    assert model.num_classes == 3
+    with torch.no_grad():
+        assert logits_of(model(x)).shape == (1, 3)
+
+    clone = create_model(name, num_classes=3).eval()
+    clone.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(clone(x), model(x))
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_grayscale_and_conv_head(name):
+    cfg = get_model_cfg(name)
+    _, h, w = cfg.min_input_size
+    model = create_model(name, num_classes=5, in_chans=1, head="conv").eval()
+    assert model.in_chans == 1
+    with torch.no_grad():
+        out = model(torch.randn(1, 1, h + 8, w + 8))
+    assert logits_of(out).shape == (1, 5)
+
+
+@pytest.mark.parametrize("name", REFERENCED)
+def test_reference_checkpoint_loads_and_computes_the_same(name, tmp_path):
+    cfg = get_model_cfg(name)
+    source = synthesize_state_dict(cfg.reference)
+    path = tmp_path / "reference.safetensors"
+    save_file(source, str(path))
+    model = create_model(name).eval()
+    load_pretrained(model, path)
+
+    ours = model.state_dict()
+    mapped = cfg.key_map(dict(source)) if cfg.key_map else source
+    assert len(mapped) == len(source) == len(ours)
+    for key, value in mapped.items():
+        assert torch.equal(ours[key], value.reshape(ours[key].shape)), key
+
+    fixture = load_output_fixture(cfg.reference)
+    assert fixture is not None, f"record {cfg.reference} with scripts/make_reference_outputs.py"
+    with torch.no_grad():
+        logits = logits_of(model(fixed_input(fixture["input_shape"])))[0]
+    expected = torch.tensor(fixture["logits"])
+    scale = fixture["abs_sum"] / logits.numel()
+    torch.testing.assert_close(logits[: len(expected)], expected, atol=1e-4 * scale + 1e-5, rtol=1e-4)
+    assert logits.sum().item() == pytest.approx(fixture["sum"], abs=1e-4 * fixture["abs_sum"] + 1e-4)
+
+
+@pytest.mark.parametrize("name", REFERENCED[:1])
+def test_reference_pth_file_and_other_class_count(name, tmp_path):
+    cfg = get_model_cfg(name)
+    path = tmp_path / "reference.pth"
+    torch.save(synthesize_state_dict(cfg.reference), path)
+    model = create_model(name, num_classes=10, in_chans=1)
+    load_pretrained(model, path)
+    assert logits_of(model.eval()(torch.randn(1, 1, *cfg.min_input_size[1:]))).shape == (1, 10)
