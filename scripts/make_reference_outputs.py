@@ -23,7 +23,7 @@ import torch
 import torch.library
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.models.reference import fixed_input, output_fixture_path, reference, synthesize_state_dict  # noqa: E402
+from tests.models.reference import fixed_input, output_fixture_path, reference, synthesize_state_dict
 
 # Input sizes: small, at or above each reference's minimum.
 INPUT_SIZES = {

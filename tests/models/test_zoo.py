@@ -45,7 +45,7 @@ def test_parameter_count(name):
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_interface_forward_backward(name):
     cfg = get_model_cfg(name)
-    chans, h, w = cfg.min_input_size
+    _, h, w = cfg.min_input_size
     torch.manual_seed(0)
     model = create_model(name, num_classes=7)
     assert model.num_classes == 7 and model.in_chans == cfg.input_size[0]

@@ -20,7 +20,9 @@ HEAD_TYPES = ("fc", "conv")
 
 def check_head_type(head: str) -> str:
     if head not in HEAD_TYPES:
-        raise DcnnError(f"unknown head {head!r}; choose 'fc' (pool then linear) or 'conv' (1x1 conv class map).")
+        raise DcnnError(
+            f"unknown head {head!r}; choose 'fc' (pool then linear) or 'conv' (1x1 conv class map)."
+        )
     return head
 
 

@@ -1,0 +1,273 @@
+"""LeNet-5 (LeCun, Bottou, Bengio & Haffner 1998, "Gradient-Based Learning Applied to Document
+Recognition", section II.B), faithful, and the modern variant that most courses call LeNet-5.
+
+`lenet5` follows the paper layer by layer:
+
+=====  =====================================================  ==========================
+layer  what                                                   trainable parameters
+=====  =====================================================  ==========================
+C1     6 maps, 5×5 conv on the 32×32 input                    156
+S2     2×2 sum × trainable coefficient + trainable bias       12
+C3     16 maps, 5×5 conv, partial connections of Table I       1,516
+S4     as S2 on 16 maps                                       32
+C5     120 maps, 5×5 conv (1×1 output on a 32×32 input)       48,120
+F6     84 units, fully connected                              10,164
+out    Euclidean RBF units with fixed ±1 codes (eq. 7)        0 (fixed, Appendix: "kept fixed")
+=====  =====================================================  ==========================
+
+Every layer up to F6 is followed by the scaled tanh f(a) = 1.7159·tanh(2a/3) (eq. 6 and Appendix A);
+weights start uniform in ±2.4/F_i with F_i the fan-in (Appendix A). The paper's input normalization
+maps the white background to -0.1 and the ink to 1.175 (section II.A): that is our mean and std.
+
+Deviations, stated:
+- The RBF units output y_i = Σ_j (x_j − w_ij)²; we return logits −y_i so that cross entropy applies.
+  Cross entropy on −y is the paper's MAP criterion (eq. 9) with its "rubbish class" constant j → ∞.
+- The paper draws its RBF codes as 7×12 bitmaps of the ASCII characters; we draw the ten digits on
+  the same 7×12 grid (``DIGIT_BITMAPS``). For a class count other than 10 the codes are ±1 vectors
+  drawn at random with a fixed seed.
+- Training used stochastic diagonal Levenberg-Marquardt; our recipes use standard optimizers.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dcnn.layers.activations import ScaledTanh, get_act
+from dcnn.layers.head import check_head_type
+from dcnn.layers.pooling import GlobalPool2d
+from dcnn.models._base import ImageClassifier
+from dcnn.models._registry import MNIST_MEAN, MNIST_STD, ModelCfg, register_model
+
+# Table I: which S2 maps (rows 0-5) each C3 map (columns 0-15) reads. Six maps read three
+# contiguous maps, six read four contiguous, three read four non-contiguous, one reads all six.
+C3_CONNECTIONS: tuple[tuple[int, ...], ...] = (
+    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1),
+    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2),
+    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),
+    (0, 1, 2, 3, 4, 5),
+)  # fmt: skip
+
+# The ten digits drawn on the paper's 7×12 grid (84 = F6's width): '#' is +1, '.' is -1.
+DIGIT_BITMAPS: tuple[str, ...] = (
+    ".#####.|##...##|##...##|##...##|##...##|##...##|##...##|##...##|##...##|##...##|.#####.|.......",
+    "...##..|..###..|.####..|...##..|...##..|...##..|...##..|...##..|...##..|...##..|.######|.......",
+    ".#####.|##...##|.....##|.....##|....##.|...##..|..##...|.##....|##.....|##.....|#######|.......",
+    ".#####.|##...##|.....##|.....##|..####.|.....##|.....##|.....##|.....##|##...##|.#####.|.......",
+    "....##.|...###.|..####.|.##.##.|##..##.|##..##.|#######|....##.|....##.|....##.|...####|.......",
+    "#######|##.....|##.....|##.....|######.|.....##|.....##|.....##|.....##|##...##|.#####.|.......",
+    "..####.|.##....|##.....|##.....|######.|##...##|##...##|##...##|##...##|##...##|.#####.|.......",
+    "#######|.....##|.....##|....##.|...##..|..##...|..##...|..##...|..##...|..##...|..##...|.......",
+    ".#####.|##...##|##...##|##...##|.#####.|##...##|##...##|##...##|##...##|##...##|.#####.|.......",
+    ".#####.|##...##|##...##|##...##|##...##|.######|.....##|.....##|.....##|....##.|.####..|.......",
+)
+F6_UNITS = 84
+
+
+def rbf_codes(num_classes: int) -> torch.Tensor:
+    """The fixed ±1 target codes of the RBF output layer, (num_classes, 84)."""
+    if num_classes == len(DIGIT_BITMAPS):
+        rows = [[1.0 if c == "#" else -1.0 for c in bitmap.replace("|", "")] for bitmap in DIGIT_BITMAPS]
+        return torch.tensor(rows)
+    gen = torch.Generator().manual_seed(0)
+    return torch.randint(0, 2, (num_classes, F6_UNITS), generator=gen).float() * 2 - 1
+
+
+class TrainableSubsampling(nn.Module):
+    """S2/S4: each unit adds a 2×2 block of its map, multiplies by the map's trainable coefficient and
+    adds the map's trainable bias (section II.B): 2 parameters per map."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(channels))
+        self.bias = nn.Parameter(torch.empty(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        block_sum = F.avg_pool2d(x, 2, divisor_override=1)
+        return block_sum * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+class PartiallyConnectedConv(nn.Module):
+    """C3: a 5×5 convolution in which output map j reads only the input maps `connections[j]`.
+
+    Only the connected kernels are parameters (1,500 weights + 16 biases for Table I); they are
+    scattered into a dense kernel, zeros elsewhere, for one fast convolution.
+    """
+
+    def __init__(self, connections: tuple[tuple[int, ...], ...], in_channels: int, kernel_size: int) -> None:
+        super().__init__()
+        mask = torch.zeros(len(connections), in_channels, dtype=torch.bool)
+        for out_map, in_maps in enumerate(connections):
+            mask[out_map, list(in_maps)] = True
+        self.register_buffer("connection_mask", mask, persistent=False)
+        self.connections = connections
+        self.kernel_size = kernel_size
+        num_kernels = sum(len(in_maps) for in_maps in connections)
+        self.weight = nn.Parameter(torch.empty(num_kernels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.empty(len(connections)))
+
+    def reset_parameters(self) -> None:
+        """Appendix A: uniform in ±2.4/F_i, where a C3 unit's fan-in F_i depends on how many maps it reads."""
+        fan_in = [len(in_maps) * self.kernel_size**2 for in_maps in self.connections for _ in in_maps]
+        bound = 2.4 / torch.tensor(fan_in, dtype=self.weight.dtype, device=self.weight.device).view(-1, 1, 1)
+        with torch.no_grad():
+            self.weight.uniform_(-1, 1).mul_(bound)
+            self.bias.zero_()
+
+    def dense_weight(self) -> torch.Tensor:
+        out_maps, in_maps = self.connection_mask.shape
+        dense = self.weight.new_zeros(out_maps, in_maps, self.kernel_size, self.kernel_size)
+        dense[self.connection_mask] = self.weight
+        return dense
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.dense_weight(), self.bias)
+
+
+class EuclideanRBF(nn.Module):
+    """Output layer: y_i = Σ_j (x_j − w_ij)² with fixed codes w (eq. 7); returns logits −y."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.register_buffer("codes", rbf_codes(num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -(x.unsqueeze(1) - self.codes).pow(2).sum(dim=-1)
+
+
+class LeNet5(ImageClassifier):
+    """LeNet-5. `faithful=True` is the 1998 network above; `faithful=False` the modern variant:
+    full C3, ReLU (or `act`), 2×2 max pooling, 28×28 input padded by C1, a linear output layer."""
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_chans: int = 1,
+        faithful: bool = True,
+        act: str | None = None,
+        head: str = "fc",
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.num_classes, self.in_chans, self.num_features = num_classes, in_chans, F6_UNITS
+        self.faithful = faithful
+        self.head_type = check_head_type(head)
+        act_layer = get_act(act) if act else (ScaledTanh if faithful else nn.ReLU)
+
+        def pool(channels: int) -> nn.Module:
+            return TrainableSubsampling(channels) if faithful else nn.MaxPool2d(2)
+
+        c3 = PartiallyConnectedConv(C3_CONNECTIONS, 6, 5) if faithful else nn.Conv2d(6, 16, 5)
+        self.features = nn.Sequential()
+        self.features.add_module("c1", nn.Conv2d(in_chans, 6, 5, padding=0 if faithful else 2))
+        self.features.add_module("act1", act_layer())
+        self.features.add_module("s2", pool(6))
+        self.features.add_module("act2", act_layer() if faithful else nn.Identity())
+        self.features.add_module("c3", c3)
+        self.features.add_module("act3", act_layer())
+        self.features.add_module("s4", pool(16))
+        self.features.add_module("act4", act_layer() if faithful else nn.Identity())
+        self.features.add_module("c5", nn.Conv2d(16, 120, 5))
+        self.features.add_module("act5", act_layer())
+
+        self.global_pool = GlobalPool2d("avg", flatten=head == "fc")
+        self.f6 = nn.Linear(120, F6_UNITS) if head == "fc" else nn.Conv2d(120, F6_UNITS, 1)
+        self.act6 = act_layer()
+        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.output = self._make_output(num_classes)
+        self._init_weights()
+
+    def _make_output(self, num_classes: int) -> nn.Module:
+        if num_classes <= 0:
+            return nn.Identity()
+        if self.faithful:
+            return EuclideanRBF(num_classes)
+        if self.head_type == "conv":
+            return nn.Conv2d(F6_UNITS, num_classes, 1)
+        return nn.Linear(F6_UNITS, num_classes)
+
+    def _init_weights(self) -> None:
+        """Appendix A: weights uniform in ±2.4/F_i (F_i = the unit's fan-in); biases zero."""
+        if not self.faithful:
+            return  # the modern variant keeps PyTorch's default (Kaiming-uniform) initialization
+        for module in self.modules():
+            if isinstance(module, PartiallyConnectedConv):
+                module.reset_parameters()
+                continue
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                fan_in = module.weight[0].numel()
+            elif isinstance(module, TrainableSubsampling):
+                fan_in = 4
+            else:
+                continue
+            nn.init.uniform_(module.weight, -2.4 / fan_in, 2.4 / fan_in)
+            nn.init.zeros_(module.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.head_type == "fc":
+            x = self.drop(self.act6(self.f6(self.global_pool(x))))
+            return x if pre_logits else self.output(x)
+        x = self.drop(self.act6(self.f6(x)))
+        if pre_logits:
+            return x.mean(dim=(2, 3))
+        if isinstance(self.output, EuclideanRBF):  # the RBF layer at every location, as a 1×1 "conv"
+            n, c, h, w = x.shape
+            x = self.output(x.permute(0, 2, 3, 1).reshape(-1, c)).reshape(n, h, w, -1).permute(0, 3, 1, 2)
+        else:
+            x = self.output(x)
+        return x.mean(dim=(2, 3))
+
+    def get_classifier(self) -> nn.Module:
+        return self.output
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.output = self._make_output(num_classes)
+
+
+# The paper's normalization (section II.A): background (0) → -0.1, ink (1) → 1.175.
+PAPER_MEAN, PAPER_STD = (0.1 / 1.275,), (1 / 1.275,)
+
+
+@register_model(
+    ModelCfg(
+        paper="LeCun et al. 1998, Gradient-Based Learning Applied to Document Recognition",
+        year=1998,
+        num_params=156 + 12 + 1516 + 32 + 48120 + 10164,
+        num_params_source="paper section II.B, per layer",
+        input_size=(1, 32, 32),
+        min_input_size=(1, 32, 32),
+        num_classes=10,
+        mean=PAPER_MEAN,
+        std=PAPER_STD,
+        first_conv="features.c1",
+        classifier=("output",),
+    )
+)
+def lenet5(num_classes: int = 10, in_chans: int = 1, **kwargs) -> LeNet5:
+    """LeNet-5 as published: scaled tanh, trainable subsampling, C3 partial connections, RBF output."""
+    return LeNet5(num_classes=num_classes, in_chans=in_chans, faithful=True, **kwargs)
+
+
+@register_model(
+    ModelCfg(
+        paper="LeCun et al. 1998 (modern variant: ReLU, max pooling, full C3, linear output)",
+        year=1998,
+        num_params=156 + 2416 + 48120 + 10164 + 850,
+        num_params_source="computed; the variant is not in the paper",
+        input_size=(1, 28, 28),
+        min_input_size=(1, 28, 28),
+        num_classes=10,
+        mean=MNIST_MEAN,
+        std=MNIST_STD,
+        first_conv="features.c1",
+        classifier=("output",),
+    )
+)
+def lenet5_modern(num_classes: int = 10, in_chans: int = 1, **kwargs) -> LeNet5:
+    """The LeNet-5 of today's courses: ReLU, max pooling, every C3 map reads all S2 maps, softmax output."""
+    return LeNet5(num_classes=num_classes, in_chans=in_chans, faithful=False, **kwargs)

@@ -1,0 +1,81 @@
+"""LeNet-5 against the paper's numbers and hand computations."""
+
+from __future__ import annotations
+
+import torch
+
+from dcnn import create_model
+from dcnn.layers.activations import ScaledTanh
+from dcnn.models.lenet import C3_CONNECTIONS, EuclideanRBF, TrainableSubsampling, rbf_codes
+
+
+def params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_per_layer_parameters_match_the_paper():
+    model = create_model("lenet5")
+    layers = model.features
+    assert [params(layers.c1), params(layers.s2), params(layers.c3)] == [156, 12, 1516]
+    assert [params(layers.s4), params(layers.c5), params(model.f6)] == [32, 48120, 10164]
+    assert params(model.output) == 0  # the RBF codes are fixed
+
+
+def test_c3_reads_only_the_maps_of_table_1():
+    torch.manual_seed(0)
+    c3 = create_model("lenet5").features.c3
+    x = torch.randn(1, 6, 14, 14)
+    base = c3(x)
+    for in_map in range(6):
+        bumped = x.clone()
+        bumped[:, in_map] += 1.0
+        changed = (c3(bumped) - base).abs().amax(dim=(0, 2, 3)) > 0
+        expected = torch.tensor([in_map in maps for maps in C3_CONNECTIONS])
+        assert torch.equal(changed, expected), in_map
+    assert sum(len(m) for m in C3_CONNECTIONS) == 60  # 6x3 + 9x4 + 1x6
+
+
+def test_scaled_tanh_maps_one_to_one():
+    f = ScaledTanh()
+    assert abs(f(torch.tensor(1.0)).item() - 1.0) < 1e-3
+    assert abs(f(torch.tensor(-1.0)).item() + 1.0) < 1e-3
+    assert abs(f(torch.tensor(100.0)).item() - 1.7159) < 1e-6
+
+
+def test_trainable_subsampling_is_coefficient_times_block_sum_plus_bias():
+    layer = TrainableSubsampling(1)
+    with torch.no_grad():
+        layer.weight.fill_(0.5)
+        layer.bias.fill_(-1.0)
+    x = torch.tensor([[[[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]]])
+    expected = torch.tensor([[[[0.5 * (1 + 2 + 5 + 6) - 1, 0.5 * (3 + 4 + 7 + 8) - 1]]]])
+    torch.testing.assert_close(layer(x), expected)
+
+
+def test_rbf_output_is_negative_squared_distance_to_fixed_codes():
+    codes = rbf_codes(10)
+    assert codes.shape == (10, 84) and set(codes.unique().tolist()) == {-1.0, 1.0}
+    assert len({tuple(c.tolist()) for c in codes}) == 10  # distinct digit codes
+    rbf = EuclideanRBF(10)
+    x = codes[3:4].clone()
+    x[0, :5] = 0.0  # five units off by one from digit 3's code
+    logits = rbf(x)
+    assert logits[0, 3].item() == -5.0
+    assert logits.argmax().item() == 3
+    other = ((codes[7] - x[0]) ** 2).sum()
+    assert logits[0, 7].item() == -other.item()
+
+
+def test_modern_variant_counts_and_layers():
+    model = create_model("lenet5_modern")
+    assert params(model) == 61706  # the well-known count of the ReLU/max-pool LeNet-5
+    assert isinstance(model.features.s2, torch.nn.MaxPool2d)
+    assert isinstance(model.features.act1, torch.nn.ReLU)
+
+
+def test_faithful_initialization_follows_appendix_a():
+    model = create_model("lenet5")
+    bound_c1 = 2.4 / 25
+    assert model.features.c1.weight.abs().max() <= bound_c1
+    assert model.features.c1.weight.abs().max() > 0.8 * bound_c1
+    assert model.f6.weight.abs().max() <= 2.4 / 120
