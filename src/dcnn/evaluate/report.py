@@ -28,7 +28,7 @@ CONFUSION_PNG_FILE = "confusion_matrix.png"
 CSV_CORNER = "true\\predicted"
 # Cell annotations stay legible up to about this many classes, tick labels up to MAX_LABELLED_CLASSES.
 MAX_ANNOTATED_CLASSES = 20
-MAX_LABELLED_CLASSES = 50
+MAX_LABELLED_CLASSES = 100
 
 
 def write_report(
@@ -106,7 +106,7 @@ def plot_confusion_matrix(
 ) -> Path:
     """Save a PNG of the confusion matrix: colour = fraction of the true class (each row normalized
     to sum to 1; a class without samples stays blank), cells annotated with counts when there are at
-    most 20 classes, class names on the axes (a subset of them beyond 50 classes)."""
+    most 20 classes, class names on the axes (a subset of them beyond 100 classes)."""
     # The object-oriented Agg API draws without pyplot's global state or any GUI backend.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -118,7 +118,8 @@ def plot_confusion_matrix(
     counts = matrix.double()
     row_fraction = counts / counts.sum(dim=1, keepdim=True).clamp(min=1)
 
-    side = min(max(4.0, 0.45 * num_classes + 2.5), 24.0)
+    # About a quarter inch per class, from 4 to 14 inches (beyond, pixels cost time, not legibility).
+    side = min(max(4.0, 0.25 * num_classes + 2.5), 14.0)
     figure = Figure(figsize=(side + 1.0, side), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
@@ -141,6 +142,7 @@ def plot_confusion_matrix(
             axis.set_major_locator(MaxNLocator(integer=True))
             axis.set_major_formatter(FuncFormatter(class_name))
     axes.tick_params(axis="x", labelrotation=90 if num_classes > 10 else 0)
+    axes.tick_params(labelsize=10 if num_classes <= 20 else 7 if num_classes <= 50 else 5)
 
     if num_classes <= MAX_ANNOTATED_CLASSES:
         for true_class in range(num_classes):
