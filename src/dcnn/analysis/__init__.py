@@ -1,0 +1,1 @@
+"""Understanding models: per-layer summaries (shapes, parameters)."""

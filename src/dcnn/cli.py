@@ -1,0 +1,224 @@
+"""The `dcnn` command: a thin layer that parses options, calls the library and prints results.
+
+User errors (DcnnError) print one line and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from dcnn.errors import DcnnError
+
+app = typer.Typer(
+    help="Deep convolutional networks for image classification: build, train, evaluate, predict.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+@app.command("models")
+def models_command(
+    pattern: Annotated[str, typer.Argument(help="shell-style filter, e.g. 'resnet*'")] = "*",
+    table: Annotated[bool, typer.Option("--table", help="year, paper, parameters and input size")] = False,
+) -> None:
+    """List the registered models."""
+    from dcnn.models import list_models
+    from dcnn.models._registry import get_entry
+
+    names = list_models(pattern)
+    if not names:
+        raise DcnnError(f"no model matches {pattern!r}; run `dcnn models` to list them all.")
+    if not table:
+        out.print("\n".join(names), highlight=False)
+        return
+    grid = Table("model", "family", "year", "paper", "params", "input", "params source")
+    for name in names:
+        entry = get_entry(name)
+        cfg = entry.cfg
+        grid.add_row(name, entry.family, str(cfg.year), cfg.paper.split(",")[0], f"{cfg.num_params:,}",
+                     "x".join(map(str, cfg.input_size)), cfg.reference or cfg.num_params_source)
+    out.print(grid)
+
+
+@app.command("summary")
+def summary_command(
+    model: Annotated[str, typer.Argument(help="model name")],
+    input_size: Annotated[str | None, typer.Option(help="C,H,W (default: the model's)")] = None,
+    num_classes: Annotated[int | None, typer.Option(help="classes (default: the model's)")] = None,
+) -> None:
+    """Output shape and parameters of every layer."""
+    import torch
+
+    from dcnn.analysis.summary import summarize
+    from dcnn.models import create_model, get_model_cfg
+
+    cfg = get_model_cfg(model)
+    size = parse_size(input_size) if input_size else cfg.input_size
+    with torch.device("meta"):
+        net = create_model(model, num_classes=num_classes, in_chans=size[0])
+    rows = summarize(net, size)
+    grid = Table("layer", "type", "output shape", "params", title=f"{model} on {'x'.join(map(str, size))}")
+    for row in rows:
+        grid.add_row(row.name, row.kind, str(list(row.output_shape)), f"{row.params:,}")
+    out.print(grid)
+    total = sum(p.numel() for p in net.parameters())
+    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    out.print(f"total parameters: {total:,} (trainable {trainable:,})")
+
+
+def parse_size(text: str) -> tuple[int, int, int]:
+    try:
+        size = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        size = ()
+    if len(size) != 3 or min(size) < 1:
+        raise DcnnError(f"--input-size {text!r} must be three positive integers C,H,W, e.g. 3,224,224.")
+    return size  # type: ignore[return-value]
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`key=value` pairs, values read as YAML (numbers, booleans, lists)."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise DcnnError(f"--set {pair!r} must look like key=value, e.g. --set label_smoothing=0.1.")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+@app.command("train")
+def train_command(
+    recipe: Annotated[Path | None, typer.Option(help="YAML recipe (see recipes/)")] = None,
+    resume: Annotated[Path | None, typer.Option(help="continue the run in this directory")] = None,
+    model: Annotated[str | None, typer.Option(help="model name (dcnn models)")] = None,
+    dataset: Annotated[str | None, typer.Option(help="mnist or mnist_sample")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="folder holding mnist/ (else $DCNN_DATA_DIR)")] = None,
+    epochs: Annotated[int | None, typer.Option(help="passes over the training set")] = None,
+    batch_size: Annotated[str | None, typer.Option(help="examples per step, or 'full'")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="sgd, rmsprop, adam, adamw, adadelta")] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
+    schedule: Annotated[str | None, typer.Option(help="constant, step, multistep, cosine, onecycle")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed")] = None,
+    run_dir: Annotated[str | None, typer.Option(help="where to write the run")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="any config field: key=value")] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Train a model (options and/or a YAML recipe), or --resume a run."""
+    from dcnn.train import load_recipe, make_config, train
+    from dcnn.train import resume as resume_run
+
+    if resume is not None:
+        run, result = resume_run(resume)
+    else:
+        options = {"model": model, "dataset": dataset, "data_dir": data_dir, "epochs": epochs,
+                   "batch_size": _batch_size(batch_size), "optimizer": optimizer, "lr": lr,
+                   "schedule": schedule, "device": device, "seed": seed, "run_dir": run_dir}
+        overrides = {k: v for k, v in options.items() if v is not None}
+        overrides.update(parse_overrides(set_ or []))
+        if not progress:
+            overrides["progress"] = False
+        config = load_recipe(recipe, overrides) if recipe else make_config(overrides)
+        run, result = train(config)
+    print_result(result)
+    out.print(f"run saved in {run}")
+
+
+def _batch_size(text: str | None) -> int | str | None:
+    if text is None or text == "full":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise DcnnError(f"--batch-size {text!r} must be a positive integer or 'full'.") from None
+
+
+def print_result(result: Any) -> None:
+    top5 = result.topk_accuracy.get(5)
+    out.print(f"test accuracy: {100 * result.accuracy(1):.2f}% (top-1 error {100 * result.error(1):.2f}%)"
+              + (f", top-5 accuracy {100 * top5:.2f}%" if top5 is not None else ""))
+
+
+@app.command("eval")
+def eval_command(
+    source: Annotated[Path, typer.Argument(help="a run directory or a model .safetensors file")],
+    data_dir: Annotated[str | None, typer.Option(help="folder holding mnist/")] = None,
+    out_dir: Annotated[Path | None, typer.Option(help="report folder (default: RUN_DIR/eval)")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
+) -> None:
+    """Evaluate a trained model on its test set: top-1/top-5, per-class accuracy, confusion matrix."""
+    from dcnn.evaluate.run import evaluate_model_file
+
+    result, report_dir, class_names = evaluate_model_file(source, data_dir, out_dir, device)
+    print_result(result)
+    per_class = result.per_class_accuracy()
+    out.print("per class: " + ", ".join(f"{n} {100 * float(a):.1f}%" for n, a in zip(class_names, per_class,
+                                                                                     strict=True)))
+    out.print(f"report written to {report_dir}")
+
+
+@app.command("predict")
+def predict_command(
+    checkpoint: Annotated[Path, typer.Argument(help="a run directory or a model .safetensors file")],
+    images: Annotated[list[Path], typer.Argument(help="PNG/JPEG files")],
+    top: Annotated[int, typer.Option(help="how many classes to show")] = 5,
+    invert: Annotated[bool, typer.Option(help="dark digits on light paper: invert first")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
+) -> None:
+    """Classify images with a trained model; prints the top classes with probabilities."""
+    from dcnn.evaluate.run import predict_files
+
+    predictions, failures = predict_files(checkpoint, images, top, invert, device)
+    for path, ranked in predictions:
+        out.print(f"{path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in ranked), highlight=False)
+    for path, message in failures:
+        err.print(f"error: {path}: {message}", highlight=False)
+    if failures:
+        err.print(f"{len(failures)} of {len(images)} images could not be read.")
+        raise typer.Exit(1)
+
+
+@app.command("demo")
+def demo_command(
+    data_dir: Annotated[str | None, typer.Option(help="folder holding mnist/ (else $DCNN_DATA_DIR)")] = None,
+    run_dir: Annotated[str | None, typer.Option(help="where to write the run")] = None,
+) -> None:
+    """Train LeNet-5 on MNIST (full MNIST if found, else the embedded sample) and print its accuracy."""
+    from dcnn.train import load_recipe
+    from dcnn.train import train as train_run
+    from dcnn.train.recipes import demo_recipe
+
+    recipe, dataset = demo_recipe(data_dir)
+    out.print(f"training {recipe.stem} on {dataset}")
+    overrides = {"dataset": dataset, "data_dir": data_dir}
+    if run_dir:
+        overrides["run_dir"] = run_dir
+    run, result = train_run(load_recipe(recipe, overrides))
+    print_result(result)
+    out.print(f"run saved in {run}; try `dcnn eval {run}` or `dcnn predict {run} IMAGE`")
+
+
+def main() -> None:
+    try:
+        app()
+    except DcnnError as error:
+        err.print(f"error: {error}", highlight=False, markup=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

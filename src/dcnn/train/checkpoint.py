@@ -1,0 +1,200 @@
+"""Checkpoints that resume exactly, and model files that carry what is needed to use them.
+
+A checkpoint is a directory ``checkpoints/step-00001234/`` holding
+
+- ``model.safetensors``: the weights, with the model's name, options and preprocessing as metadata;
+- ``state.pt``: optimizer, scheduler, RNG states, data-order position, epoch, step and config
+  (plain tensors and Python values, read back with ``torch.load(weights_only=True)``);
+- ``manifest.json``: the SHA-256 of both, written last.
+
+It is written into a temporary directory, every file fsynced, then renamed into place, so a crash
+never leaves a half checkpoint under a final name. On resume, a checkpoint whose files are missing,
+truncated or do not match their manifest is reported and the previous one is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from dcnn.errors import DcnnError
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "state.pt"
+MANIFEST_FILE = "manifest.json"
+CHECKPOINTS = "checkpoints"
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(temp_path)``, fsync, then rename onto `path`; on failure nothing is left behind."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        fsync_path(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_path(path.parent)
+
+
+def model_metadata(model: nn.Module, extra: dict[str, Any] | None = None) -> dict[str, str]:
+    """What a model file needs to rebuild its model: name, classes, channels, options, preprocessing."""
+    meta = {
+        "dcnn_model": getattr(model, "model_name", type(model).__name__),
+        "num_classes": str(model.num_classes),
+        "in_chans": str(model.in_chans),
+    }
+    for key, value in (extra or {}).items():
+        meta[key] = json.dumps(value)
+    return meta
+
+
+def _save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def save_model_file(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
+    """Write weights and metadata to a .safetensors file atomically."""
+    atomic_write(path, lambda tmp: _save_weights(model, tmp, metadata))
+
+
+def read_model_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of a dcnn model file, JSON values decoded."""
+    path = Path(path)
+    if not path.is_file():
+        raise DcnnError(f"model file {str(path)!r} not found; give a run directory or a .safetensors file.")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = handle.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise DcnnError(f"{path} is not a readable .safetensors file (truncated or corrupt?): {err}") from None
+    if "dcnn_model" not in raw:
+        raise DcnnError(
+            f"{path} has no dcnn metadata (it was not written by `dcnn train`); "
+            "load reference weights with dcnn.models.load_pretrained instead."
+        )
+    meta: dict[str, Any] = {"model": raw["dcnn_model"], "num_classes": int(raw["num_classes"]),
+                            "in_chans": int(raw["in_chans"])}
+    for key, value in raw.items():
+        if key not in ("dcnn_model", "num_classes", "in_chans"):
+            meta[key] = json.loads(value)
+    return meta
+
+
+def load_model_file(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model a dcnn model file describes and load its weights (eval mode)."""
+    from dcnn.models import create_model
+
+    meta = read_model_metadata(path)
+    model = create_model(meta["model"], num_classes=meta["num_classes"], in_chans=meta["in_chans"],
+                         **meta.get("model_options", {}))
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except (SafetensorError, RuntimeError) as err:
+        raise DcnnError(f"{path}: weights do not load into {meta['model']}: {err}") from None
+    return model.to(device).eval(), meta
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(
+    run_dir: Path, model: nn.Module, state: dict[str, Any], metadata: dict[str, str], keep: int
+) -> Path:
+    """Write checkpoint ``step-<global_step>`` atomically and keep only the newest `keep`."""
+    root = Path(run_dir) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{state['global_step']:08d}"
+    tmp = root / f".{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        _save_weights(model, tmp / MODEL_FILE, metadata)
+        torch.save(state, tmp / STATE_FILE)
+        for name in (MODEL_FILE, STATE_FILE):
+            fsync_path(tmp / name)
+        manifest = {name: _sha256(tmp / name) for name in (MODEL_FILE, STATE_FILE)}
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest))
+        fsync_path(tmp / MANIFEST_FILE)
+        fsync_path(tmp)
+        if final.exists():  # the same step saved again (e.g. after a resume): swap in the new one
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        fsync_path(root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoint directories of a run, oldest first."""
+    root = Path(run_dir) / CHECKPOINTS
+    return sorted(p for p in root.glob("step-*") if p.is_dir()) if root.is_dir() else []
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Raise DcnnError if a checkpoint's files are missing or differ from its manifest."""
+    manifest_path = path / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise DcnnError(f"checkpoint {path} is incomplete: no {MANIFEST_FILE}")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError:
+        raise DcnnError(f"checkpoint {path} has a corrupt {MANIFEST_FILE}") from None
+    for name in (MODEL_FILE, STATE_FILE):
+        file = path / name
+        if not file.is_file():
+            raise DcnnError(f"checkpoint {path} is missing {name}")
+        if _sha256(file) != manifest.get(name):
+            raise DcnnError(f"checkpoint {path}: {name} is truncated or corrupt (checksum mismatch)")
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Weights and trainer state of one verified checkpoint."""
+    verify_checkpoint(path)
+    try:
+        weights = load_file(str(path / MODEL_FILE))
+        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    except (SafetensorError, RuntimeError, OSError, EOFError) as err:
+        raise DcnnError(f"checkpoint {path} cannot be read: {err}") from None
+    return weights, state
+
+
+def load_latest_checkpoint(run_dir: Path) -> tuple[Path, dict[str, torch.Tensor], dict[str, Any], list[str]]:
+    """The newest good checkpoint of a run, with a warning for each newer one that was unusable."""
+    warnings: list[str] = []
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            weights, state = load_checkpoint(path)
+        except DcnnError as err:
+            warnings.append(f"{err}; trying the previous checkpoint")
+            continue
+        return path, weights, state, warnings
+    detail = f" ({'; '.join(warnings)})" if warnings else ""
+    raise DcnnError(f"no usable checkpoint in {Path(run_dir) / CHECKPOINTS}{detail}; start a new run instead.")

@@ -1,0 +1,370 @@
+"""The training loop: mini-batch or full-batch gradient descent with everything a run needs.
+
+`train(config)` runs from scratch, `resume(run_dir)` continues a run from its newest good
+checkpoint. A run directory holds ``config.yaml``, ``metrics.csv`` (or ``.jsonl``) with one row per
+epoch, ``checkpoints/``, the final ``model.safetensors`` and ``best.safetensors`` (best validation
+accuracy), and ``eval/`` with the test-set report.
+
+Exact resumption: the data order of epoch e is a permutation drawn from a generator seeded with
+(seed, e), augmentation draws from a generator seeded with (seed, global step), and the global RNG
+state (dropout) is checkpointed; so a resumed run takes the same steps as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from dcnn.data.prepare import (
+    Preprocessing,
+    batches,
+    load_raw_dataset,
+    plan_preprocessing,
+    random_shift,
+    split_validation,
+)
+from dcnn.errors import DcnnError
+from dcnn.evaluate.metrics import ClassificationResult, evaluate
+from dcnn.models import create_model
+from dcnn.train import checkpoint as ckpt
+from dcnn.train.config import TrainConfig, make_config, save_config
+from dcnn.train.optim import build_optimizer, build_scheduler, l1_penalty, steps_per_epoch
+
+console = Console(stderr=True)
+METRIC_FIELDS = ["epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s",
+                 "images_per_s"]
+
+
+class TrainingDiverged(DcnnError):
+    """The loss became NaN or infinite."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DcnnError(f"unknown device {name!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DcnnError(f"device {name!r} requested but CUDA is not available; use --device cpu.")
+    return device
+
+
+@dataclass
+class Data:
+    """A dataset prepared for one model: normalized tensors on the training device."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor | None
+    val_y: torch.Tensor | None
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    class_names: list[str]
+    preprocessing: Preprocessing
+
+
+def prepare_data(cfg: TrainConfig, model_cfg: Any, device: torch.device) -> Data:
+    raw = load_raw_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+    height, width = raw.train_images.shape[-2:]
+    prep = plan_preprocessing(model_cfg, raw.channels, height, width)
+    (train_x, train_y), val = split_validation(raw.train_images, raw.train_labels, cfg.val_size, cfg.seed)
+    if cfg.train_limit:
+        train_x, train_y = train_x[: cfg.train_limit], train_y[: cfg.train_limit]
+    test_x, test_y = raw.test_images, raw.test_labels
+    if cfg.test_limit:
+        test_x, test_y = test_x[: cfg.test_limit], test_y[: cfg.test_limit]
+
+    def move(images: torch.Tensor) -> torch.Tensor:
+        x = prep.apply(images.to(device))
+        return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
+
+    return Data(
+        train_x=move(train_x), train_y=train_y.to(device),
+        val_x=move(val[0]) if val else None, val_y=val[1].to(device) if val else None,
+        test_x=move(test_x), test_y=test_y.to(device),
+        class_names=raw.class_names, preprocessing=prep,
+    )
+
+
+def classification_loss(
+    outputs: torch.Tensor | tuple[torch.Tensor, ...], targets: torch.Tensor, cfg: TrainConfig,
+    aux_weights: tuple[float, ...],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross entropy of the main logits plus weighted auxiliary losses; returns (loss, main logits)."""
+    logits, *aux = outputs if isinstance(outputs, tuple) else (outputs,)
+    loss = F.cross_entropy(logits.float(), targets, label_smoothing=cfg.label_smoothing)
+    for weight, aux_logits in zip(aux_weights, aux, strict=False):
+        loss = loss + weight * F.cross_entropy(aux_logits.float(), targets, label_smoothing=cfg.label_smoothing)
+    return loss, logits
+
+
+class Trainer:
+    """Owns one run: model, optimizer, schedule, data, run directory and the loop."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, on_eval: Callable[[int, float], None] | None = None):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.device = resolve_device(cfg.device)
+        self.on_eval = on_eval
+        torch.manual_seed(cfg.seed)
+        from dcnn.models._registry import get_model_cfg
+
+        model_cfg = get_model_cfg(cfg.model)
+        self.data = prepare_data(cfg, model_cfg, self.device)
+        self.model = create_model(cfg.model, num_classes=len(self.data.class_names),
+                                  in_chans=self.data.preprocessing.input_size[0], **cfg.model_options)
+        self.model.to(self.device)
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        n = len(self.data.train_y)
+        self.batch_size = n if cfg.batch_size == "full" else min(cfg.batch_size, n)
+        self.steps_per_epoch = steps_per_epoch(n, self.batch_size)
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
+        self.aux_weights = tuple(cfg.aux_weights if cfg.aux_weights is not None
+                                 else getattr(self.model, "aux_loss_weights", ()))
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.running = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
+        self.best_val_acc = -1.0
+        self.epochs_without_improvement = 0
+        self.metadata = ckpt.model_metadata(self.model, {
+            "model_options": cfg.model_options,
+            "class_names": self.data.class_names,
+            "preprocessing": self.data.preprocessing.to_dict(),
+            "dataset": cfg.dataset,
+        })
+
+    # ----- state -----------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            "running": dict(self.running), "best_val_acc": self.best_val_acc,
+            "epochs_without_improvement": self.epochs_without_improvement,
+            "config": self.cfg.model_dump(mode="json"),
+        }
+
+    def load_state(self, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+        self.model.load_state_dict(weights)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        self.global_step = state["global_step"]
+        self.running = dict(state["running"])
+        self.best_val_acc = state["best_val_acc"]
+        self.epochs_without_improvement = state["epochs_without_improvement"]
+
+    def save_checkpoint(self) -> Path:
+        return ckpt.save_checkpoint(self.run_dir, self.model, self.state(), self.metadata,
+                                    self.cfg.keep_checkpoints)
+
+    # ----- the loop --------------------------------------------------------------------------
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.data.train_y), generator=gen).to(self.device)
+
+    def train_step(self, index: torch.Tensor) -> None:
+        cfg = self.cfg
+        x, y = self.data.train_x[index], self.data.train_y[index]
+        if cfg.random_shift:
+            gen = torch.Generator().manual_seed(cfg.seed * 7919 + self.global_step)
+            x = random_shift(x, cfg.random_shift, gen)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            outputs = self.model(x)
+        loss, logits = classification_loss(outputs, y, cfg, self.aux_weights)
+        if cfg.l1:
+            loss = loss + cfg.l1 * l1_penalty(self.model)
+        if not torch.isfinite(loss):
+            last = ckpt.list_checkpoints(self.run_dir)
+            kept = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written yet"
+            raise TrainingDiverged(
+                f"the loss became {loss.item()} at epoch {self.epoch + 1}, step {self.global_step + 1}; "
+                f"training stopped and {kept}. Lower the learning rate or set clip_grad_norm."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip_grad_value:
+            nn.utils.clip_grad_value_(self.model.parameters(), cfg.clip_grad_value)
+        if cfg.clip_grad_norm:
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.global_step += 1
+        self.step_in_epoch += 1
+        self.running["loss_sum"] += loss.item() * len(y)
+        self.running["correct"] += int((logits.argmax(1) == y).sum())
+        self.running["seen"] += len(y)
+
+    def validate(self) -> ClassificationResult | None:
+        if self.data.val_x is None:
+            return None
+        return evaluate(self.model, batches(self.data.val_x, self.data.val_y, self.cfg.eval_batch_size),
+                        self.device, topk=(1,), num_hardest=0, bf16=self.cfg.bf16)
+
+    def fit(self) -> None:
+        cfg = self.cfg
+        with self._progress() as progress:
+            task = progress.add_task("train", total=self.steps_per_epoch, loss=0.0, acc=0.0, ips=0.0)
+            while self.epoch < cfg.epochs:
+                order = self.epoch_order(self.epoch)
+                progress.reset(task, total=self.steps_per_epoch, completed=self.step_in_epoch,
+                               description=f"epoch {self.epoch + 1}/{cfg.epochs}")
+                started = time.perf_counter() - self.running["time"]
+                while self.step_in_epoch < self.steps_per_epoch:
+                    start = self.step_in_epoch * self.batch_size
+                    self.train_step(order[start : start + self.batch_size])
+                    self.running["time"] = time.perf_counter() - started
+                    seen = max(1, self.running["seen"])
+                    progress.update(task, advance=1, loss=self.running["loss_sum"] / seen,
+                                    acc=self.running["correct"] / seen,
+                                    ips=seen / max(self.running["time"], 1e-9))
+                    if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0 \
+                            and self.step_in_epoch < self.steps_per_epoch:
+                        self.save_checkpoint()
+                if self._end_epoch():
+                    break
+
+    def _end_epoch(self) -> bool:
+        """Validate, log, checkpoint; returns True when early stopping ends the run."""
+        val = self.validate()
+        seen = max(1, self.running["seen"])
+        row = {
+            "epoch": self.epoch + 1, "step": self.global_step,
+            "train_loss": self.running["loss_sum"] / seen, "train_acc": self.running["correct"] / seen,
+            "val_loss": val.mean_loss if val else math.nan, "val_acc": val.accuracy(1) if val else math.nan,
+            "lr": self.optimizer.param_groups[0]["lr"], "epoch_time_s": self.running["time"],
+            "images_per_s": seen / max(self.running["time"], 1e-9),
+        }
+        append_metrics(self.run_dir, self.cfg.metrics_format, row)
+        if self.cfg.progress:
+            console.print(
+                f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"
+                + (f", val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}" if val else "")
+                + f", {row['images_per_s']:.0f} img/s"
+            )
+        stop = False
+        if val is not None:
+            if val.accuracy(1) > self.best_val_acc:
+                self.best_val_acc = val.accuracy(1)
+                self.epochs_without_improvement = 0
+                ckpt.save_model_file(self.model, self.run_dir / "best.safetensors", self.metadata)
+            else:
+                self.epochs_without_improvement += 1
+                stop = bool(self.cfg.early_stopping) and self.epochs_without_improvement >= self.cfg.early_stopping
+        if self.on_eval is not None:
+            self.on_eval(self.global_step, row["val_acc"])
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.running = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
+        if stop:
+            self.epoch = self.cfg.epochs  # a resumed run must not continue past the stop
+            console.print(f"early stopping: no validation improvement for {self.cfg.early_stopping} epochs")
+        self.save_checkpoint()
+        return stop
+
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.4f} {task.fields[ips]:.0f} img/s"),
+            TimeRemainingColumn(), console=console, disable=not self.cfg.progress, transient=True,
+        )
+
+    def finish(self) -> ClassificationResult:
+        """Save the final model and evaluate it on the test set (report in run_dir/eval)."""
+        from dcnn.evaluate.report import write_report
+
+        ckpt.save_model_file(self.model, self.run_dir / "model.safetensors", self.metadata)
+        result = evaluate(self.model, batches(self.data.test_x, self.data.test_y, self.cfg.eval_batch_size),
+                          self.device, bf16=self.cfg.bf16)
+        write_report(result, self.run_dir / "eval", class_names=self.data.class_names)
+        return result
+
+
+def append_metrics(run_dir: Path, fmt: str, row: dict[str, Any]) -> None:
+    path = run_dir / f"metrics.{fmt}"
+    if fmt == "jsonl":
+        with open(path, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        return
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def truncate_metrics(run_dir: Path, fmt: str, epochs_done: int) -> None:
+    """Drop metric rows past the checkpoint being resumed (written after it, before a crash)."""
+    path = run_dir / f"metrics.{fmt}"
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    header, rows = (lines[:1], lines[1:]) if fmt == "csv" else ([], lines)
+    kept = [line for line in rows if _row_epoch(line, fmt) <= epochs_done]
+    ckpt.atomic_write(path, lambda tmp: tmp.write_text("".join(header + kept)))
+
+
+def _row_epoch(line: str, fmt: str) -> int:
+    return int(json.loads(line)["epoch"]) if fmt == "jsonl" else int(line.split(",", 1)[0])
+
+
+def new_run_dir(cfg: TrainConfig) -> Path:
+    if cfg.run_dir:
+        path = Path(cfg.run_dir)
+        if (path / "config.yaml").exists():
+            raise DcnnError(f"run directory {path} already holds a run; resume it with "
+                            f"`dcnn train --resume {path}` or choose another --run-dir.")
+    else:
+        path = Path("runs") / f"{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def train(cfg: TrainConfig, on_eval: Callable[[int, float], None] | None = None) -> tuple[Path, ClassificationResult]:
+    """Train from scratch; returns the run directory and the test-set result."""
+    run_dir = new_run_dir(cfg)
+    trainer = Trainer(cfg, run_dir, on_eval)
+    save_config(cfg, run_dir / "config.yaml")
+    trainer.fit()
+    return run_dir, trainer.finish()
+
+
+def resume(run_dir: str | Path) -> tuple[Path, ClassificationResult]:
+    """Continue a run from its newest good checkpoint (older ones are used if newer are corrupt)."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise DcnnError(f"{run_dir} is not a run directory (no config.yaml); give the directory `dcnn train` made.")
+    path, weights, state, warnings = ckpt.load_latest_checkpoint(run_dir)
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    cfg = make_config(state["config"])
+    trainer = Trainer(cfg, run_dir)
+    trainer.load_state(weights, state)
+    truncate_metrics(run_dir, cfg.metrics_format, trainer.epoch)
+    console.print(f"resuming from {path} (epoch {trainer.epoch + 1}, step {trainer.global_step})")
+    trainer.fit()
+    return run_dir, trainer.finish()
