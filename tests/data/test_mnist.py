@@ -102,9 +102,18 @@ def test_checksum_mismatch_names_file_md5s_and_fix(mnist_dir: Path, tmp_path: Pa
     assert str(labels) in message and "checksum mismatch" in message
     assert "27ae3e4e09519cfbb04c329615203637" in message  # expected: the canonical MD5
     assert hashlib.md5(bytes(data)).hexdigest() in message  # found
-    assert "delete it to download it again" in message
+    assert "Delete it to download it again" in message
     with pytest.raises(DcnnError, match="checksum mismatch"):
         find_mnist(tmp_path)  # present but wrong is an error, not "absent"
+
+
+def test_truncated_gzip_names_the_file(mnist_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for spec in MNIST.splits["test"]:
+        (folder / spec.gz_name).write_bytes((mnist_dir / spec.gz_name).read_bytes()[:1000])
+    with pytest.raises(DcnnError, match=r"t10k-images-idx3-ubyte.gz: corrupt gzip data .* Delete it"):
+        load_mnist("test", tmp_path, download=False)
 
 
 def test_verified_once_then_cached_until_the_file_changes(
@@ -182,7 +191,7 @@ def test_fashion_mnist_checks_published_gzip_md5(tmp_path: Path) -> None:
     (folder / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x01\x03")
     (folder / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + b"\x00\x00\x00\x01" * 3 + b"\x07")
     assert find_fashion_mnist(tmp_path) is None
-    with pytest.raises(DcnnError, match="cannot verify an uncompressed Fashion-MNIST file"):
+    with pytest.raises(DcnnError, match="an uncompressed Fashion-MNIST file cannot be verified"):
         load_fashion_mnist("test", tmp_path, download=False)
     with pytest.raises(DcnnError, match="Fashion-MNIST test files not found"):
         load_fashion_mnist("test", tmp_path / "elsewhere", download=False)
@@ -190,10 +199,11 @@ def test_fashion_mnist_checks_published_gzip_md5(tmp_path: Path) -> None:
     idx = b"\x00\x00\x08\x01\x00\x00\x00\x02\x04\x09"
     published = gzip.compress(idx, mtime=0)
     spec = IdxFile("labels", 0x801, gzip_md5=hashlib.md5(published).hexdigest())
-    assert verify_idx_bytes(published, spec, "labels.gz", FASHION_MNIST) == idx
+    assert verify_idx_bytes(published, spec, FASHION_MNIST) == idx
     rewrapped = gzip.compress(idx, mtime=1)
-    with pytest.raises(DcnnError, match=f"expected {spec.gzip_md5} \\(the published labels.gz\\)"):
-        verify_idx_bytes(rewrapped, spec, "labels.gz", FASHION_MNIST)
+    mismatch = rf"^labels.gz: checksum mismatch: .*expected {spec.gzip_md5} \(the published .* labels.gz\)"
+    with pytest.raises(DcnnError, match=mismatch):
+        verify_idx_bytes(rewrapped, spec, FASHION_MNIST, source="labels.gz")
 
 
 def test_gzip_copies_verify_by_content(mnist_dir: Path, tmp_path: Path) -> None:

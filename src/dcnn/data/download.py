@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from rich.console import Console
 from rich.progress import (
@@ -65,7 +65,7 @@ def _fsync_directory(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(destination: str | Path) -> Iterator[BinaryIO]:
+def atomic_output(destination: str | Path) -> Iterator[IO[bytes]]:
     """Open a temporary file next to `destination` that replaces it only if the block succeeds.
 
     On success the data is flushed, fsynced and renamed over `destination`; on an exception the
@@ -75,20 +75,20 @@ def atomic_output(destination: str | Path) -> Iterator[BinaryIO]:
     destination = Path(destination)
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(
-            dir=destination.parent, prefix=f".{destination.name}.", suffix=".part"
+        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below, before the rename)
+            dir=destination.parent, prefix=f".{destination.name}.", suffix=".part", delete=False
         )
     except OSError as err:
         raise DcnnError(
             f"cannot write {destination}: {err.strerror or err}. Choose a writable directory."
         ) from None
-    temp = Path(temp_name)
+    temp = Path(handle.name)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        temp.chmod(0o644)  # mkstemp creates 0600; a data file is readable like any other download
+        temp.chmod(0o644)  # temporary files are created 0600; a data file is readable like any other download
         os.replace(temp, destination)
     except BaseException:
         temp.unlink(missing_ok=True)
@@ -109,7 +109,7 @@ def _progress_bar(enabled: bool | None) -> Progress:
     )
 
 
-def _fetch(url: str, handle: BinaryIO, timeout: float, progress: Progress, label: str) -> None:
+def _fetch(url: str, handle: IO[bytes], timeout: float, progress: Progress, label: str) -> None:
     """Stream `url` into `handle`; raise _MirrorFailed on any network error or a short body."""
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     try:
@@ -144,14 +144,14 @@ def _fetch(url: str, handle: BinaryIO, timeout: float, progress: Progress, label
 def download_file(
     urls: Sequence[str],
     destination: str | Path,
-    verify: Callable[[bytes, str], None] | None = None,
+    verify: Callable[[bytes], object] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     progress: bool | None = None,
 ) -> Path:
     """Download the first of `urls` that delivers a good file to `destination`, atomically.
 
-    `verify(data, url)` receives the downloaded bytes and raises DcnnError when they are wrong (a
-    checksum mismatch); the next mirror is then tried. `timeout` bounds the connection and each
+    `verify(data)` receives the downloaded bytes and raises DcnnError, saying what is wrong, when they
+    are bad (a checksum mismatch); the next mirror is then tried. `timeout` bounds the connection and each
     read, in seconds. `progress`: show a progress bar (None: only when stderr is a terminal).
     Raises DownloadError, listing every mirror's failure, when none succeeds.
     """
@@ -165,7 +165,7 @@ def download_file(
                     if verify is not None:
                         handle.flush()
                         try:
-                            verify(Path(handle.name).read_bytes(), url)
+                            verify(Path(handle.name).read_bytes())
                         except DcnnError as err:
                             raise _MirrorFailed(str(err)) from None
                 return destination

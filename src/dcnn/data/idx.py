@@ -50,15 +50,21 @@ def describe_magic(magic: int) -> str:
     return f"0x{magic:08x} ({idx_type[1]}, {magic & 0xFF} dimensions)"
 
 
-def gunzip_if_compressed(data: bytes, source: str | Path = "<bytes>") -> bytes:
-    """`data` decompressed when it is gzipped (detected by the gzip magic bytes, not a file name)."""
+def gunzip_if_compressed(data: bytes, source: str | Path | None = None) -> bytes:
+    """`data` decompressed when it is gzipped (detected by the gzip magic bytes, not a file name).
+
+    Corrupt gzip data raises DcnnError; with `source` (the file's name) the message names it and the fix.
+    """
     if not data.startswith(GZIP_MAGIC):
         return data
     try:
         return gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as err:
+        problem = f"corrupt gzip data ({err})"
+        if source is None:
+            raise DcnnError(problem) from None
         raise DcnnError(
-            f"{source}: corrupt gzip file ({err}); it is probably truncated. Delete it and download it again."
+            f"{source}: {problem}: the file is truncated or damaged. Delete it and download it again."
         ) from None
 
 

@@ -166,37 +166,52 @@ def _split_files(dataset: IdxDataset, split: str) -> tuple[IdxFile, IdxFile]:
 # --- verification, cached -------------------------------------------------------------------------
 
 
-def verify_idx_bytes(data: bytes, spec: IdxFile, source: str | Path, dataset: IdxDataset) -> bytes:
-    """Check a file's bytes against `spec`'s published MD5; return the uncompressed IDX bytes.
+def _checked_content(data: bytes, spec: IdxFile, dataset: IdxDataset) -> bytes:
+    """The uncompressed IDX bytes of `data` if it matches `spec`'s MD5, else DcnnError(the problem).
 
-    The MD5 of the uncompressed content is checked where it is known (gzip wrappers differ between
-    copies of the same data); otherwise the MD5 of the published .gz file.
+    Problems are stated without a final period: callers append the file's name or the mirror's URL.
     """
-    fix = (
-        f"The file is corrupt or not the canonical {dataset.title} {spec.name}: delete it to download it "
-        f"again, or put the canonical file there (from {dataset.mirrors[0]}{spec.gz_name})."
-    )
     if spec.content_md5 is not None:
-        content = gunzip_if_compressed(data, source)
+        content = gunzip_if_compressed(data)
         actual = md5_hex(content)
         if actual != spec.content_md5:
             raise DcnnError(
-                f"{source}: checksum mismatch: the MD5 of its uncompressed content is {actual}, "
-                f"expected {spec.content_md5}. {fix}"
+                f"checksum mismatch: the MD5 of the uncompressed content is {actual}, "
+                f"expected {spec.content_md5} (the canonical {dataset.title} {spec.name})"
             )
         return content
     if not data.startswith(GZIP_MAGIC):
         raise DcnnError(
-            f"{source}: cannot verify an uncompressed {dataset.title} file: only the MD5s of the "
-            f"published .gz files are known. Put {spec.gz_name} (from {dataset.mirrors[0]}) there instead."
+            f"an uncompressed {dataset.title} file cannot be verified: only the MD5s of the published "
+            ".gz files are known"
         )
     actual = md5_hex(data)
     if actual != spec.gzip_md5:
         raise DcnnError(
-            f"{source}: checksum mismatch: its MD5 is {actual}, expected {spec.gzip_md5} "
-            f"(the published {spec.gz_name}). {fix}"
+            f"checksum mismatch: the MD5 is {actual}, expected {spec.gzip_md5} "
+            f"(the published {dataset.title} {spec.gz_name})"
         )
-    return gunzip_if_compressed(data, source)
+    return gunzip_if_compressed(data)
+
+
+def verify_idx_bytes(
+    data: bytes, spec: IdxFile, dataset: IdxDataset, source: str | Path | None = None
+) -> bytes:
+    """Check a file's bytes against `spec`'s published MD5; return the uncompressed IDX bytes.
+
+    The MD5 of the uncompressed content is checked where it is known (gzip wrappers differ between
+    copies of the same data), else the MD5 of the published .gz file. A mismatch raises DcnnError:
+    with `source` (a local file) naming it and the fix; without (a download), the problem only.
+    """
+    try:
+        return _checked_content(data, spec, dataset)
+    except DcnnError as err:
+        if source is None:
+            raise
+        raise DcnnError(
+            f"{source}: {err}. Delete it to download it again, or put the canonical {spec.gz_name} "
+            f"there (from {dataset.mirrors[0]})."
+        ) from None
 
 
 def _cache_entry(path: Path, spec: IdxFile) -> tuple[Path, Path]:
@@ -247,7 +262,7 @@ def _load_verified(path: Path, spec: IdxFile, dataset: IdxDataset) -> np.ndarray
             return np.load(cached, allow_pickle=False)
         except (OSError, ValueError):
             pass  # a damaged cache entry: verify the source again and rewrite it
-    content = verify_idx_bytes(read_file_bytes(path), spec, path, dataset)
+    content = verify_idx_bytes(read_file_bytes(path), spec, dataset, source=path)
     array = parse_idx(content, source=path, magic=spec.magic)
     _write_cache(path, spec, array)
     return array
@@ -275,7 +290,7 @@ def _download_missing(
             download_file(
                 urls,
                 folder / spec.gz_name,
-                verify=lambda data, url, spec=spec: verify_idx_bytes(data, spec, url, dataset),
+                verify=lambda data, spec=spec: verify_idx_bytes(data, spec, dataset),
             )
         except DownloadError as err:
             raise DcnnError(
