@@ -24,6 +24,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
@@ -34,7 +35,7 @@ from dcnn.errors import DcnnError
 #: Seconds a connection attempt or a single read may block before the mirror counts as failed.
 DEFAULT_TIMEOUT = 30.0
 _CHUNK_BYTES = 1 << 16
-_USER_AGENT = "dcnn (https://pypi.org/project/dcnn)"  # some mirrors refuse Python's default agent
+_USER_AGENT = "dcnn"  # some mirrors refuse Python's default agent
 
 
 class DownloadError(DcnnError):
@@ -124,21 +125,29 @@ def _fetch(url: str, handle: IO[bytes], timeout: float, progress: Progress, labe
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
         task = progress.add_task(label, total=total)
-        received = 0
-        while True:
-            try:
-                chunk = response.read(_CHUNK_BYTES)
-            except (OSError, http.client.HTTPException) as err:
-                reason = str(err) or type(err).__name__
-                raise _MirrorFailed(f"connection lost after {received} bytes ({reason})") from None
-            if not chunk:
-                break
-            handle.write(chunk)
-            received += len(chunk)
-            progress.update(task, advance=len(chunk))
-        progress.remove_task(task)
-    if total is not None and received != total:
-        raise _MirrorFailed(f"connection closed after {received} of {total} bytes")
+        try:
+            received = _stream(response, handle, progress, task)
+            if total is not None and received != total:
+                raise _MirrorFailed(f"connection closed after {received} of {total} bytes")
+        except _MirrorFailed:
+            progress.remove_task(task)  # only the bar of the mirror that delivered stays on screen
+            raise
+
+
+def _stream(response: IO[bytes], handle: IO[bytes], progress: Progress, task: TaskID) -> int:
+    """Copy the body of `response` into `handle`, advancing the progress bar; the bytes received."""
+    received = 0
+    while True:
+        try:
+            chunk = response.read(_CHUNK_BYTES)
+        except (OSError, http.client.HTTPException) as err:
+            reason = str(err) or type(err).__name__
+            raise _MirrorFailed(f"connection lost after {received} bytes ({reason})") from None
+        if not chunk:
+            return received
+        handle.write(chunk)
+        received += len(chunk)
+        progress.update(task, advance=len(chunk))
 
 
 def download_file(
@@ -150,10 +159,10 @@ def download_file(
 ) -> Path:
     """Download the first of `urls` that delivers a good file to `destination`, atomically.
 
-    `verify(data)` receives the downloaded bytes and raises DcnnError, saying what is wrong, when they
-    are bad (a checksum mismatch); the next mirror is then tried. `timeout` bounds the connection and each
-    read, in seconds. `progress`: show a progress bar (None: only when stderr is a terminal).
-    Raises DownloadError, listing every mirror's failure, when none succeeds.
+    `verify(data)` receives the downloaded bytes and raises DcnnError, saying what is wrong, when
+    they are bad (a checksum mismatch); the next mirror is then tried. `timeout` bounds the
+    connection and each read, in seconds. `progress`: show a progress bar (None: only when stderr
+    is a terminal). Raises DownloadError, listing every mirror's failure, when none succeeds.
     """
     destination = Path(destination)
     failures: list[tuple[str, str]] = []
