@@ -60,7 +60,10 @@ def build_reference(name: str) -> torch.nn.Module:
     if library == "torchvision":
         import torchvision
 
-        kwargs = {"init_weights": False} if arch in ("googlenet", "inception_v3") else {}
+        # Their checkpoints expect [-1, 1] pixels: torchvision turns on transform_input when it loads
+        # them (ImageNet-normalized inputs in), and so do dcnn's googlenet_bn and inception_v3.
+        inception = arch in ("googlenet", "inception_v3")
+        kwargs = {"init_weights": False, "transform_input": True} if inception else {}
         return getattr(torchvision.models, arch)(**kwargs)
     import timm
 
