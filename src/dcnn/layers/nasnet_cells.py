@@ -97,8 +97,8 @@ NASNET_A_NORMAL = CellGenotype(
     reduction=False,
 )
 
-# Figure 4 (right): the NASNet-A Reduction cell. Blocks 3 and 4 read block 0's output (at stride 1);
-# the output concatenates the blocks whose outputs no other block uses.
+# Figure 4 (right): the NASNet-A Reduction cell. Blocks 3 and 4 read earlier block outputs (at
+# stride 1); the output concatenates blocks 1 to 4.
 NASNET_A_REDUCTION = CellGenotype(
     name="reduction",
     blocks=(
