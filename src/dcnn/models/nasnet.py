@@ -96,6 +96,8 @@ class NASNet(ImageClassifier):
         head: str = "fc",
     ) -> None:
         super().__init__()
+        # The stem cells run at 1/4 of the base width and a factorized reduction halves its width
+        # into two paths, so the base width P / 24 must be a multiple of 4.
         if num_normal_cells < 1 or penultimate_filters % (4 * PENULTIMATE_PER_BASE_WIDTH):
             raise ValueError(
                 f"NASNet needs at least one Normal cell per stack and penultimate filters divisible by "
@@ -131,6 +133,7 @@ class NASNet(ImageClassifier):
         self._init_weights()
 
     def _init_weights(self) -> None:
+        # He initialization, fan-out mode (the TensorFlow release's variance-scaling initializer).
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
