@@ -23,7 +23,7 @@ ported from TensorFlow.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -69,6 +69,28 @@ Step = Conv | Pool | Split
 Branch = tuple[Step, ...]
 
 
+@dataclass(frozen=True)
+class Residual:
+    """A residual Inception block (:class:`InceptionResidualBlock`) on these branches."""
+
+    branches: tuple[Branch, ...]
+    scale: float
+    activate: bool = True
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Layers applied one after the other, kept together as one ``nn.Sequential`` (e.g. "4 ×
+    Inception-A")."""
+
+    layers: tuple[Layer, ...]
+
+
+Layer = Step | Residual | Stack | tuple[Branch, ...] | nn.Module
+"""One layer of a network table: a step, a residual block, a stack, an Inception module (its tuple of
+branches) or a ready module that keeps the channel count (e.g. a normalization)."""
+
+
 def make_pool(spec: Pool) -> nn.Module:
     padding = spec.kernel_size // 2 if spec.padding is None else spec.padding
     if spec.kind == "max":
@@ -81,15 +103,36 @@ def make_pool(spec: Pool) -> nn.Module:
     raise ValueError(f"unknown pooling {spec.kind!r}; use 'max' or 'avg'")
 
 
-def make_step(step: Step, in_channels: int, conv: ConvFactory) -> tuple[nn.Module, int]:
-    """The module of one branch step and its output channel count."""
-    if isinstance(step, Conv):
-        out = step.out_channels
-        return conv(in_channels, out, step.kernel_size, stride=step.stride, padding=step.padding), out
-    if isinstance(step, Pool):
-        return make_pool(step), in_channels
-    split = InceptionBlock(in_channels, [(c,) for c in step.convs], conv)
-    return split, split.out_channels
+def build(spec: Layer, in_channels: int, conv: ConvFactory) -> tuple[nn.Module, int]:
+    """The module described by `spec` on `in_channels` inputs, and its output channel count."""
+    if isinstance(spec, Conv):
+        out = spec.out_channels
+        return conv(in_channels, out, spec.kernel_size, stride=spec.stride, padding=spec.padding), out
+    if isinstance(spec, Pool):
+        return make_pool(spec), in_channels
+    if isinstance(spec, nn.Module):
+        return spec, in_channels
+    block: InceptionBlock
+    if isinstance(spec, Split):
+        block = InceptionBlock(in_channels, [(c,) for c in spec.convs], conv)
+    elif isinstance(spec, Residual):
+        block = InceptionResidualBlock(in_channels, spec.branches, conv, spec.scale, spec.activate)
+    elif isinstance(spec, Stack):
+        layers, channels = build_layers(in_channels, dict(enumerate(spec.layers)), conv)
+        return nn.Sequential(*layers.values()), channels
+    else:
+        block = InceptionBlock(in_channels, spec, conv)
+    return block, block.out_channels
+
+
+def build_layers(
+    in_channels: int, specs: Mapping[str | int, Layer], conv: ConvFactory
+) -> tuple[dict[str, nn.Module], int]:
+    """The named layers of a network table, chained from `in_channels`, and the output channel count."""
+    layers, channels = {}, in_channels
+    for name, spec in specs.items():
+        layers[str(name)], channels = build(spec, channels, conv)
+    return layers, channels
 
 
 class InceptionBlock(nn.Module):
@@ -105,11 +148,8 @@ class InceptionBlock(nn.Module):
         self.branches = nn.ModuleList()
         self.out_channels = 0
         for branch in branches:
-            layers, channels = [], in_channels
-            for step in branch:
-                layer, channels = make_step(step, channels, conv)
-                layers.append(layer)
-            self.branches.append(nn.Sequential(*layers))
+            layers, channels = build_layers(in_channels, dict(enumerate(branch)), conv)
+            self.branches.append(nn.Sequential(*layers.values()))
             self.out_channels += channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -215,12 +255,11 @@ class AuxClassifier(nn.Module):
     ) -> None:
         super().__init__()
         self.pool = AuxPool(pool_kernel, pool_stride, grid)
-        layers, channels, size = [], in_channels, grid
+        layers, channels = build_layers(in_channels, dict(enumerate(convs)), conv)
+        self.convs = nn.Sequential(*layers.values())
+        size = grid
         for spec in convs:
-            layer, channels = make_step(spec, channels, conv)
-            layers.append(layer)
             size = _conv_output_size(size, spec)
-        self.convs = nn.Sequential(*layers)
         self.in_features = channels * size * size
         if hidden:
             self.hidden: nn.Module = nn.Sequential(

@@ -68,10 +68,10 @@ from dcnn.layers.inception import (
     Branch,
     Conv,
     ConvFactory,
-    InceptionBlock,
+    Layer,
     Pool,
     Renormalize,
-    make_pool,
+    build_layers,
 )
 from dcnn.layers.lrn import LocalResponseNorm2d
 from dcnn.models._base import ImageClassifier
@@ -154,6 +154,11 @@ def input_renormalization(transform_input: bool | None, in_chans: int) -> nn.Mod
     return Renormalize()
 
 
+def block_prefixes(theirs: str, ours: str, names: Mapping[str, str]) -> dict[str, str]:
+    """Key-map prefixes for one block: ``{theirs.name.: ours.our_name.}`` for each pair of `names`."""
+    return {f"{theirs}.{their_name}.": f"{ours}.{our_name}." for their_name, our_name in names.items()}
+
+
 # Table 1: #1×1, #3×3 reduce, #3×3, #5×5 reduce, #5×5, pool proj of each Inception module, and the
 # stride-2 max pools between them.
 GOOGLENET_MODULES: dict[str, tuple[int, int, int, int, int, int] | None] = {
@@ -194,30 +199,21 @@ def googlenet_lrn() -> LocalResponseNorm2d:
     return LocalResponseNorm2d(size=5, alpha=1e-4 / 5, beta=0.75, k=1.0)
 
 
-def googlenet_features(
-    conv: ConvFactory, in_chans: int, lrn: bool, wide_kernel: int, pool4: Pool
-) -> dict[str, nn.Module]:
-    """The layers of Table 1 (LRN after pool1 and after conv2 when `lrn`, as in Figure 3)."""
-    layers: dict[str, nn.Module] = {
-        "conv1": conv(in_chans, 64, 7, stride=2, padding=3),
-        "pool1": make_pool(STAGE_POOL),
-    }
+def googlenet_table(lrn: bool, wide_kernel: int, pool4: Pool) -> dict[str, Layer]:
+    """The layers of Table 1, with LRN after pool1 and after conv2 when `lrn` (Figure 3)."""
+    table: dict[str, Layer] = {"conv1": Conv(64, 7, stride=2), "pool1": STAGE_POOL}
     if lrn:
-        layers["norm1"] = googlenet_lrn()
-    layers["conv2_reduce"] = conv(64, 64, 1, stride=1, padding=0)
-    layers["conv2"] = conv(64, 192, 3, stride=1, padding=1)
+        table["norm1"] = googlenet_lrn()
+    table |= {"conv2_reduce": Conv(64), "conv2": Conv(192, 3)}
     if lrn:
-        layers["norm2"] = googlenet_lrn()
-    layers["pool2"] = make_pool(STAGE_POOL)
-    channels = 192
+        table["norm2"] = googlenet_lrn()
+    table["pool2"] = STAGE_POOL
     for name, widths in GOOGLENET_MODULES.items():
         if widths is None:
-            layers[name] = make_pool(pool4 if name == "pool4" else STAGE_POOL)
-            continue
-        block = InceptionBlock(channels, inception_v1_module(*widths, wide_kernel=wide_kernel), conv)
-        layers[name] = block
-        channels = block.out_channels
-    return layers
+            table[name] = pool4 if name == "pool4" else STAGE_POOL
+        else:
+            table[name] = inception_v1_module(*widths, wide_kernel=wide_kernel)
+    return table
 
 
 def googlenet_aux_heads(
@@ -231,20 +227,21 @@ def googlenet_aux_heads(
     }
 
 
+# torchvision's branch names in its Inception modules → ours.
+_TORCHVISION_BRANCHES = {"branch1": "branches.0.0", "branch2": "branches.1", "branch3": "branches.2",
+                         "branch4": "branches.3"}  # fmt: skip
+_TORCHVISION_AUX = {"conv": "convs.0", "fc1": "hidden.0", "fc2": "fc"}
+
+
 def _torchvision_key_map(state_dict: StateDict) -> StateDict:
     """torchvision ``googlenet`` names → ours."""
-    prefixes = {"conv1.": "features.conv1.", "conv2.": "features.conv2_reduce.", "conv3.": "features.conv2."}
+    prefixes = {"conv1.": "features.conv1.", "conv2.": "features.conv2_reduce.", "conv3.": "features.conv2.",
+                "fc.": "head.fc."}  # fmt: skip
     for name, widths in GOOGLENET_MODULES.items():
         if widths is not None:
-            theirs = name.replace("_", "")
-            for i in range(4):
-                ours = f"branches.{i}.0." if i == 0 else f"branches.{i}."
-                prefixes[f"{theirs}.branch{i + 1}."] = f"features.{name}.{ours}"
+            prefixes |= block_prefixes(name.replace("_", ""), f"features.{name}", _TORCHVISION_BRANCHES)
     for theirs, tap in zip(("aux1", "aux2"), AUX_TAPS, strict=True):
-        prefixes[f"{theirs}.conv."] = f"aux_heads.{tap}.convs.0."
-        prefixes[f"{theirs}.fc1."] = f"aux_heads.{tap}.hidden.0."
-        prefixes[f"{theirs}.fc2."] = f"aux_heads.{tap}.fc."
-    prefixes["fc."] = "head.fc."
+        prefixes |= block_prefixes(theirs, f"aux_heads.{tap}", _TORCHVISION_AUX)
     return rename_prefixes(state_dict, prefixes)
 
 
@@ -275,7 +272,7 @@ def googlenet(
     """GoogLeNet as in the paper: 5×5 branches, LRN, no batch normalization, two auxiliary
     classifiers (returned in training mode when `aux_logits`; weights 0.3 in ``aux_loss_weights``)."""
     conv = partial(ConvBnAct, norm=False)
-    features = googlenet_features(conv, in_chans, lrn=True, wide_kernel=5, pool4=STAGE_POOL)
+    features, _ = build_layers(in_chans, googlenet_table(lrn=True, wide_kernel=5, pool4=STAGE_POOL), conv)
     return InceptionNet(
         features,
         NUM_FEATURES,
@@ -315,7 +312,7 @@ def googlenet_bn(
     """
     conv = partial(ConvBnAct, bn_eps=1e-3)
     pool4 = Pool("max", 2, stride=2, padding=0, ceil_mode=True)
-    features = googlenet_features(conv, in_chans, lrn=False, wide_kernel=3, pool4=pool4)
+    features, _ = build_layers(in_chans, googlenet_table(lrn=False, wide_kernel=3, pool4=pool4), conv)
     return InceptionNet(
         features,
         NUM_FEATURES,

@@ -34,17 +34,9 @@ from __future__ import annotations
 from functools import partial
 
 from dcnn.layers.conv_bn_act import ConvBnAct
-from dcnn.layers.inception import (
-    AuxClassifier,
-    Branch,
-    Conv,
-    InceptionBlock,
-    Pool,
-    Split,
-    make_pool,
-)
+from dcnn.layers.inception import AuxClassifier, Branch, Conv, Layer, Pool, Split, build_layers
 from dcnn.models._registry import ModelCfg, register_model
-from dcnn.models.googlenet import InceptionNet, input_renormalization
+from dcnn.models.googlenet import InceptionNet, block_prefixes, input_renormalization
 from dcnn.models.pretrained import StateDict, rename_prefixes
 
 VALID_MAX_POOL = Pool("max", 3, stride=2, padding=0)
@@ -76,8 +68,15 @@ def expanded_pair(width: int) -> Split:
     return Split((Conv(width, (1, 3)), Conv(width, (3, 1))))
 
 
-# The Inception modules after the stem, by name (TF-slim's and torchvision's names, lower case).
-INCEPTION_V3_MODULES: dict[str, tuple[Branch, ...]] = {
+# The layers, by TF-slim's and torchvision's names in lower case. The stem is the released model's.
+INCEPTION_V3: dict[str, Layer] = {
+    "conv_1a": Conv(32, 3, stride=2, padding=0),
+    "conv_2a": Conv(32, 3, padding=0),
+    "conv_2b": Conv(64, 3),
+    "pool_3a": VALID_MAX_POOL,
+    "conv_3b": Conv(80),
+    "conv_4a": Conv(192, 3, padding=0),
+    "pool_5a": VALID_MAX_POOL,
     "mixed_5b": inception_a(32),
     "mixed_5c": inception_a(64),
     "mixed_5d": inception_a(64),
@@ -102,11 +101,11 @@ INCEPTION_V3_MODULES: dict[str, tuple[Branch, ...]] = {
         (Pool("avg"), Conv(192)),
     ),
 }
-INCEPTION_V3_MODULES["mixed_7c"] = INCEPTION_V3_MODULES["mixed_7b"]
+INCEPTION_V3["mixed_7c"] = INCEPTION_V3["mixed_7b"]
 AUX_TAP = "mixed_6e"
 NUM_FEATURES = 2048
 
-# torchvision's names of each module's convolutions → our branch positions, by module kind.
+# torchvision's names of each module's convolutions → our positions in `branches`, by module kind.
 _TORCHVISION_BRANCHES: dict[str, dict[str, str]] = {
     "a": {
         "branch1x1": "0.0", "branch5x5_1": "1.0", "branch5x5_2": "1.1",
@@ -137,14 +136,11 @@ def _torchvision_key_map(state_dict: StateDict) -> StateDict:
     """torchvision ``inception_v3`` names → ours."""
     prefixes = {f"{theirs}.": f"features.{ours}." for theirs, ours in _TORCHVISION_STEM.items()}
     for grid, kind in _MODULE_KINDS.items():
-        for theirs, ours in _TORCHVISION_BRANCHES[kind].items():
-            prefixes[f"Mixed_{grid}.{theirs}."] = f"features.mixed_{grid}.branches.{ours}."
-    prefixes.update({
-        "AuxLogits.conv0.": f"aux_heads.{AUX_TAP}.convs.0.",
-        "AuxLogits.conv1.": f"aux_heads.{AUX_TAP}.convs.1.",
-        "AuxLogits.fc.": f"aux_heads.{AUX_TAP}.fc.",
-        "fc.": "head.fc.",
-    })
+        ours = f"features.mixed_{grid}.branches"
+        prefixes |= block_prefixes(f"Mixed_{grid}", ours, _TORCHVISION_BRANCHES[kind])
+    aux = {"conv0": "convs.0", "conv1": "convs.1", "fc": "fc"}
+    prefixes |= block_prefixes("AuxLogits", f"aux_heads.{AUX_TAP}", aux)
+    prefixes["fc."] = "head.fc."
     return rename_prefixes(state_dict, prefixes)
 
 
@@ -175,20 +171,7 @@ def inception_v3(
     scaling of the checkpoints; `drop_rate` 0.5 before the classifier, as torchvision.
     """
     conv = partial(ConvBnAct, bn_eps=1e-3)
-    layers = {
-        "conv_1a": conv(in_chans, 32, 3, stride=2, padding=0),
-        "conv_2a": conv(32, 32, 3, stride=1, padding=0),
-        "conv_2b": conv(32, 64, 3, stride=1, padding=1),
-        "pool_3a": make_pool(VALID_MAX_POOL),
-        "conv_3b": conv(64, 80, 1, stride=1, padding=0),
-        "conv_4a": conv(80, 192, 3, stride=1, padding=0),
-        "pool_5a": make_pool(VALID_MAX_POOL),
-    }
-    channels = 192
-    for name, branches in INCEPTION_V3_MODULES.items():
-        block = InceptionBlock(channels, branches, conv)
-        layers[name] = block
-        channels = block.out_channels
+    layers, _ = build_layers(in_chans, INCEPTION_V3, conv)
     aux = AuxClassifier(
         768, num_classes, conv, convs=(Conv(128), Conv(768, 5, padding=0)), grid=5, hidden=0
     )
