@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
 
 test: lint
-	$(BIN)/python -m pytest -n 2 -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/mnist_time_to_accuracy.py

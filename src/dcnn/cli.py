@@ -22,8 +22,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 @app.command("models")
@@ -162,7 +162,7 @@ def eval_command(
 
     result, report_dir, class_names = evaluate_model_file(source, data_dir, out_dir, device)
     print_result(result)
-    per_class = result.per_class_accuracy()
+    per_class = result.per_class_accuracy
     out.print("per class: " + ", ".join(f"{n} {100 * float(a):.1f}%" for n, a in zip(class_names, per_class,
                                                                                      strict=True)))
     out.print(f"report written to {report_dir}")

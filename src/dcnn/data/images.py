@@ -40,14 +40,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from dcnn.data.prepare import MAX_PAD
 from dcnn.errors import DcnnError
 from dcnn.models._registry import ModelCfg, get_model_cfg
 
 # MNIST digits are 28×28 (LeCun et al. 1998, Sec. III.A).
 MNIST_IMAGE_SIZE = 28
-# A digit model whose input is at most this many pixels larger than 28 reads a padded 28×28 digit
+# A digit model whose input is at most MAX_PAD pixels larger than 28 reads a padded 28×28 digit
 # (LeNet-5: 32 = 28 + 2×2); a larger input was trained on digits resized to fill it.
-MAX_DIGIT_PADDING = 8
 # Bit depth scales of the modes decoded with numpy; every other mode is converted by Pillow first.
 _MODE_SCALE = {"L": 255.0, "LA": 255.0, "RGB": 255.0, "RGBA": 255.0, "I": 65535.0, "F": 255.0}
 _MODE_SCALE.update(dict.fromkeys(("I;16", "I;16L", "I;16B", "I;16N"), 65535.0))
@@ -139,7 +139,7 @@ class Preprocess:
         _, height, width = cfg.input_size
         mean, std = _per_channel(cfg.mean, channels), _per_channel(cfg.std, channels)
         if channels == 1:
-            fits_padded = all(0 <= size - MNIST_IMAGE_SIZE <= MAX_DIGIT_PADDING for size in (height, width))
+            fits_padded = all(0 <= size - MNIST_IMAGE_SIZE <= MAX_PAD for size in (height, width))
             return cls(
                 (1, height, width),
                 mean,

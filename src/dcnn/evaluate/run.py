@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from dcnn.data.images import Preprocess, load_images
 from dcnn.data.prepare import Preprocessing, batches, load_raw_dataset
 from dcnn.errors import DcnnError
 from dcnn.evaluate.metrics import ClassificationResult, evaluate
@@ -56,3 +57,28 @@ def predict_tensor(model: torch.nn.Module, x: torch.Tensor, top: int) -> tuple[t
         logits = model(x)
     probs = torch.softmax(logits.float(), dim=1)
     return probs.topk(min(top, probs.shape[1]), dim=1)
+
+
+def preprocess_for_prediction(meta: dict[str, Any], invert: bool = False) -> Preprocess:
+    """The image preprocessing matching how a model file's training data was prepared."""
+    prep = preprocessing_of(meta)
+    return Preprocess(
+        input_size=prep.input_size, mean=prep.mean, std=prep.std, resize_mode="pad",
+        content_size=prep.source_size if prep.fit == "pad" else None, invert=invert,
+    )
+
+
+def predict_files(
+    source: str | Path, images: list[Path], top: int = 5, invert: bool = False, device: str = "auto"
+) -> tuple[list[tuple[Path, list[tuple[str, float]]]], list[tuple[Path, str]]]:
+    """Top-`top` (class name, probability) for each readable image, and (path, message) for the others."""
+    dev = resolve_device(device)
+    model, meta = load_model_file(model_file_of(source), dev)
+    batch, good, failures = load_images(images, preprocess_for_prediction(meta, invert))
+    names = meta.get("class_names") or [str(i) for i in range(model.num_classes)]
+    predictions = []
+    if len(good):
+        probs, classes = predict_tensor(model, batch.to(dev), top)
+        for path, p_row, c_row in zip(good, probs.tolist(), classes.tolist(), strict=True):
+            predictions.append((path, [(names[c], p) for c, p in zip(c_row, p_row, strict=True)]))
+    return predictions, failures

@@ -56,7 +56,8 @@ def build_scheduler(
         main = lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     if warmup == 0:
         return main
-    ramp = lr_scheduler.LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup)
+    # Linear warmup (Goyal et al. 2017): lr·(t+1)/warmup for the first `warmup` steps.
+    ramp = lr_scheduler.LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup - 1)
     return lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
 
 

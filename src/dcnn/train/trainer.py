@@ -273,8 +273,6 @@ class Trainer:
             else:
                 self.epochs_without_improvement += 1
                 stop = bool(self.cfg.early_stopping) and self.epochs_without_improvement >= self.cfg.early_stopping
-        if self.on_eval is not None:
-            self.on_eval(self.global_step, row["val_acc"])
         self.epoch += 1
         self.step_in_epoch = 0
         self.running = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
@@ -282,6 +280,8 @@ class Trainer:
             self.epoch = self.cfg.epochs  # a resumed run must not continue past the stop
             console.print(f"early stopping: no validation improvement for {self.cfg.early_stopping} epochs")
         self.save_checkpoint()
+        if self.on_eval is not None:
+            self.on_eval(self.global_step, row["val_acc"])
         return stop
 
     def _progress(self) -> Progress:

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import pytest
+
+from dcnn.errors import DcnnError
+from dcnn.train import load_recipe, make_config
+from dcnn.train.recipes import bundled_recipes
+
+
+def test_defaults_and_overrides():
+    cfg = make_config({"model": "lenet5", "lr": 0.3, "batch_size": "full"})
+    assert cfg.lr == 0.3 and cfg.batch_size == "full" and cfg.optimizer == "sgd"
+
+
+@pytest.mark.parametrize(
+    ("values", "fragment"),
+    [
+        ({"lrr": 0.1}, "lrr: unknown option"),
+        ({"lr": -1}, "lr: Input should be greater than 0"),
+        ({"optimizer": "adamax"}, "optimizer: Input should be"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": "half"}, "batch_size"),
+    ],
+)
+def test_invalid_values_name_the_field(values, fragment):
+    with pytest.raises(DcnnError, match="invalid training configuration") as info:
+        make_config(values)
+    assert fragment in str(info.value)
+
+
+def test_bundled_recipes_are_valid_and_overridable():
+    recipes = bundled_recipes()
+    assert {"lenet5", "lenet5_modern", "demo"} <= set(recipes)
+    for name in recipes:
+        load_recipe(name)
+    cfg = load_recipe("lenet5", {"epochs": 1})
+    assert cfg.model == "lenet5" and cfg.epochs == 1
+
+
+def test_bad_recipe_files(tmp_path):
+    with pytest.raises(DcnnError, match="not found"):
+        load_recipe(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed")
+    with pytest.raises(DcnnError, match="not valid YAML"):
+        load_recipe(bad)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    with pytest.raises(DcnnError, match="mapping"):
+        load_recipe(listed)

@@ -1,0 +1,53 @@
+"""A training process killed with SIGKILL mid-epoch resumes to bitwise the same weights."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dcnn.train import checkpoint as ckpt
+from tests.train.helpers import TINY
+
+ARGS = {**TINY, "epochs": 4, "checkpoint_every": 7, "train_limit": 500, "val_size": 100}
+
+
+def train_command(run_dir) -> list[str]:
+    sets = [f"--set={k}={v}" for k, v in ARGS.items() if k != "progress"]
+    return [sys.executable, "-m", "dcnn.cli", "train", "--no-progress", f"--run-dir={run_dir}", *sets]
+
+
+def run(cmd: list[str]) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    run(train_command(reference))
+
+    process = subprocess.Popen(train_command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 240
+    # Steps per epoch: 500 / 50 = 10; step 14 is mid-epoch 2. Kill as soon as it is on disk.
+    while not any(p.name == "step-00000014" for p in ckpt.list_checkpoints(killed)):
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "model.safetensors").exists(), "killed too late: the run had finished"
+
+    run([sys.executable, "-m", "dcnn.cli", "train", "--resume", str(killed)])
+    expected, resumed = load_file(str(reference / "model.safetensors")), load_file(str(killed / "model.safetensors"))
+    assert expected.keys() == resumed.keys()
+    for key in expected:
+        assert torch.equal(expected[key], resumed[key]), key
+    assert (killed / "metrics.csv").read_text().count("\n") == 1 + 4
