@@ -53,6 +53,7 @@ from functools import partial
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils import skip_init
 
 from dcnn.errors import DcnnError
 from dcnn.layers.conv_bn_act import ConvBnAct
@@ -137,6 +138,9 @@ class FullyConnectedHead(nn.Module):
     With ``head="conv"`` fc6 is a `pool_size`×`pool_size` convolution and fc7, fc8 are 1×1
     convolutions; the class map is averaged globally. Submodules `fc6`, `fc7`, `fc8` hold the
     weights in both forms (fc8 is the classifier that `reset` replaces).
+
+    With `init_std`, weights start from N(0, init_std²), fc6 and fc7 biases at `hidden_bias` and fc8's
+    at 0 (the papers' initialization); without it, PyTorch's default initialization.
     """
 
     def __init__(
@@ -147,28 +151,36 @@ class FullyConnectedHead(nn.Module):
         hidden: int = 4096,
         drop_rate: float = 0.5,
         head: str = "fc",
+        init_std: float | None = None,
+        hidden_bias: float = 0.0,
     ) -> None:
         super().__init__()
         self.head_type = check_head_type(head)
         self.pool_size = pool_size
         self.hidden = hidden
-        if self.head_type == "conv":
-            self.fc6: nn.Module = nn.Conv2d(in_channels, hidden, kernel_size=pool_size)
-            self.fc7: nn.Module = nn.Conv2d(hidden, hidden, kernel_size=1)
-        else:
-            self.fc6 = nn.Linear(in_channels * pool_size**2, hidden)
-            self.fc7 = nn.Linear(hidden, hidden)
+        self.init_std = init_std
+        self.fc6 = self._layer(in_channels, hidden, pool_size, hidden_bias)
+        self.fc7 = self._layer(hidden, hidden, 1, hidden_bias)
         self.act6, self.act7 = nn.ReLU(), nn.ReLU()
         self.drop6, self.drop7 = nn.Dropout(drop_rate), nn.Dropout(drop_rate)
         self.global_pool = GlobalPool2d("avg", flatten=True)
         self.fc8 = self._make_classifier(num_classes)
 
-    def _make_classifier(self, num_classes: int) -> nn.Module:
-        if num_classes <= 0:
-            return nn.Identity()
+    def _layer(self, in_channels: int, out_channels: int, kernel_size: int, bias: float) -> nn.Module:
+        """A `kernel_size`² convolution, or the linear layer over its flattened input."""
         if self.head_type == "conv":
-            return nn.Conv2d(self.hidden, num_classes, kernel_size=1)
-        return nn.Linear(self.hidden, num_classes)
+            layer_type, args = nn.Conv2d, (in_channels, out_channels, kernel_size)
+        else:
+            layer_type, args = nn.Linear, (in_channels * kernel_size**2, out_channels)
+        if self.init_std is None:
+            return layer_type(*args)
+        # Skip the default initialization: on fc6's ~10^8 weights it costs as much as ours.
+        layer = skip_init(layer_type, *args, device=torch.get_default_device())
+        init_gaussian(layer, self.init_std, bias)
+        return layer
+
+    def _make_classifier(self, num_classes: int) -> nn.Module:
+        return self._layer(self.hidden, num_classes, 1, 0.0) if num_classes > 0 else nn.Identity()
 
     def reset(self, num_classes: int) -> None:
         self.fc8 = self._make_classifier(num_classes)
@@ -245,14 +257,19 @@ class AlexNet(ImageClassifier):
             stages[f"conv{index}"] = stage
             channels = spec.out_channels
         self.features = nn.Sequential(stages)
-        self.head = FullyConnectedHead(channels, num_classes, arch.pool_size, arch.hidden, drop_rate, head)
+        self.head = FullyConnectedHead(
+            channels,
+            num_classes,
+            arch.pool_size,
+            arch.hidden,
+            drop_rate,
+            head,
+            init_std=arch.init_std,
+            hidden_bias=arch.hidden_bias_init,
+        )
         if arch.init_std is not None:
             for stage, spec in zip(self.features, arch.stages, strict=True):
                 init_gaussian(stage.conv, arch.init_std, spec.bias_init)
-            init_gaussian(self.head.fc6, arch.init_std, arch.hidden_bias_init)
-            init_gaussian(self.head.fc7, arch.init_std, arch.hidden_bias_init)
-            if num_classes > 0:
-                init_gaussian(self.head.fc8, arch.init_std, 0.0)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
@@ -273,10 +290,7 @@ TORCHVISION_ALEXNET_KEYS = {
 
 @register_model(
     ModelCfg(
-        paper=(
-            "Krizhevsky, Sutskever & Hinton 2012, "
-            "ImageNet Classification with Deep Convolutional Neural Networks"
-        ),
+        paper=("Krizhevsky, Sutskever & Hinton 2012, ImageNet Classification with Deep Convolutional Neural Networks"),
         year=2012,
         num_params=60_965_224,
         num_params_source="computed; the paper says '60 million parameters' (abstract, section 4)",
@@ -303,8 +317,6 @@ def alexnet(num_classes: int = 1000, in_chans: int = 3, head: str = "fc", drop_r
         classifier=("head.fc8",),
     )
 )
-def alexnet_owt(
-    num_classes: int = 1000, in_chans: int = 3, head: str = "fc", drop_rate: float = 0.5
-) -> AlexNet:
+def alexnet_owt(num_classes: int = 1000, in_chans: int = 3, head: str = "fc", drop_rate: float = 0.5) -> AlexNet:
     """Single-tower AlexNet of "One weird trick", equal to torchvision's ``alexnet``."""
     return AlexNet(ALEXNET_OWT, num_classes, in_chans, head, drop_rate)
