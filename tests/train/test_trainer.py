@@ -69,15 +69,14 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_good_checkpoint(tmp_p
     cfg = tiny_config(tmp_path, epochs=3)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    holder = {}
 
-    def poison(step, _val):  # after epoch 1 is checkpointed, the weights go bad
-        if step > 12:
+    def poison(trainer):  # the first step of epoch 3, after epoch 2 was checkpointed, goes bad
+        if trainer.global_step == 25:
             with torch.no_grad():
-                holder["trainer"].model.features.c1.weight.fill_(float("nan"))
+                trainer.model.features.c1.weight.fill_(float("nan"))
+        return False
 
-    trainer = Trainer(cfg, run_dir, on_eval=poison)
-    holder["trainer"] = trainer
+    trainer = Trainer(cfg, run_dir, after_step=poison)
     with pytest.raises(TrainingDiverged, match=r"the loss became nan at epoch 3.*last good checkpoint"):
         trainer.fit()
     _, good, _, warnings = ckpt.load_latest_checkpoint(run_dir)

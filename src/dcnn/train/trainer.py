@@ -116,11 +116,13 @@ def classification_loss(
 class Trainer:
     """Owns one run: model, optimizer, schedule, data, run directory and the loop."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, on_eval: Callable[[int, float], None] | None = None):
+    def __init__(self, cfg: TrainConfig, run_dir: Path, after_step: Callable[[Trainer], bool] | None = None):
+        """`after_step(trainer)` runs after every optimizer step; returning True ends training there
+        (benchmarks use it to evaluate on the fly and stop at a target accuracy)."""
         self.cfg = cfg
         self.run_dir = run_dir
         self.device = resolve_device(cfg.device)
-        self.on_eval = on_eval
+        self.after_step = after_step
         torch.manual_seed(cfg.seed)
         from dcnn.models._registry import get_model_cfg
 
@@ -243,6 +245,8 @@ class Trainer:
                     if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0 \
                             and self.step_in_epoch < self.steps_per_epoch:
                         self.save_checkpoint()
+                    if self.after_step is not None and self.after_step(self):
+                        return
                 if self._end_epoch():
                     break
 
@@ -280,8 +284,6 @@ class Trainer:
             self.epoch = self.cfg.epochs  # a resumed run must not continue past the stop
             console.print(f"early stopping: no validation improvement for {self.cfg.early_stopping} epochs")
         self.save_checkpoint()
-        if self.on_eval is not None:
-            self.on_eval(self.global_step, row["val_acc"])
         return stop
 
     def _progress(self) -> Progress:
@@ -343,10 +345,12 @@ def new_run_dir(cfg: TrainConfig) -> Path:
     return path
 
 
-def train(cfg: TrainConfig, on_eval: Callable[[int, float], None] | None = None) -> tuple[Path, ClassificationResult]:
+def train(
+    cfg: TrainConfig, after_step: Callable[[Trainer], bool] | None = None
+) -> tuple[Path, ClassificationResult]:
     """Train from scratch; returns the run directory and the test-set result."""
     run_dir = new_run_dir(cfg)
-    trainer = Trainer(cfg, run_dir, on_eval)
+    trainer = Trainer(cfg, run_dir, after_step)
     save_config(cfg, run_dir / "config.yaml")
     trainer.fit()
     return run_dir, trainer.finish()
