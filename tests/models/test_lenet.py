@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from dcnn import create_model
+from dcnn.errors import DcnnError
 from dcnn.layers.activations import ScaledTanh
 from dcnn.models.lenet import C3_CONNECTIONS, EuclideanRBF, TrainableSubsampling, rbf_codes
 
@@ -79,3 +81,12 @@ def test_faithful_initialization_follows_appendix_a():
     assert model.features.c1.weight.abs().max() <= bound_c1
     assert model.features.c1.weight.abs().max() > 0.8 * bound_c1
     assert model.f6.weight.abs().max() <= 2.4 / 120
+
+
+def test_batch_norm_option_of_the_modern_variant():
+    plain, normed = create_model("lenet5_modern"), create_model("lenet5_modern", batch_norm=True)
+    assert params(normed) - params(plain) == 2 * (6 + 16 + 120)  # a scale and a shift per channel
+    assert [n for n, m in normed.named_modules() if isinstance(m, torch.nn.BatchNorm2d)] == [
+        "features.bn1", "features.bn3", "features.bn5"]
+    with pytest.raises(DcnnError, match="batch_norm is an option of lenet5_modern"):
+        create_model("lenet5", batch_norm=True)
