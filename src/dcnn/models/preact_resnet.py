@@ -13,8 +13,9 @@ changes) are bare 1×1 convs applied to the pre-activated input, as in the autho
   There is no reference checkpoint and the paper gives no parameter counts: the counts are computed.
 - CIFAR ``preact_resnet110`` (basic blocks, option A shortcuts as the CIFAR nets of 2016a §4.2),
   ``preact_resnet164`` and ``preact_resnet1001`` (bottlenecks 16-64, 32-128, 64-256, option B, stride
-  on the first 1×1, as in resnet-1k-layers); Table 4 gives 1.7M, 1.7M and 10.2M parameters. The
-  exact counts are 1,727,962, 1,703,258 and 10,327,706; 10.2M is the count of ResNet-1001 without
+  on the first 1×1, as in resnet-1k-layers). Table 4 gives 1.7M for ResNet-164 and 10.2M for
+  ResNet-1001 (and 1.7M for the original ResNet-110, whose count the pre-activation one shares). The
+  exact counts are 1,703,258, 10,327,706 and 1,727,962; 10.2M is the count of ResNet-1001 without
   its BN scales and shifts (10,178,490), which round the same way for the other two.
 """
 
@@ -97,7 +98,7 @@ def preact_resnet200(num_classes: int = 1000, in_chans: int = 3, **options: Any)
 # --- CIFAR-10 ---------------------------------------------------------------------------------------------
 
 
-@register_model(_cifar_cfg(1_727_962, "1.7M"))
+@register_model(_cifar_cfg(1_727_962, "1.7M for the original ResNet-110"))
 def preact_resnet110(num_classes: int = 10, in_chans: int = 3, **options: Any) -> ResNet:
     """Pre-activation ResNet-110 on CIFAR (2016b, Table 3): basic blocks, n = 18."""
     return build_resnet(num_classes, in_chans, options, **_cifar_arch(110, "basic", shortcut="A"))

@@ -22,7 +22,9 @@ paper's ``"1x1"``. The basic-block nets (18, 34) are the same either way.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any
 
 import torch
@@ -139,15 +141,16 @@ class ResNet(ImageClassifier):
         self.stages = nn.Sequential(*stages)
         # 2016b, §4: pre-activation nets add "an extra activation right after [the last unit's] addition".
         self.final_act = (
-            nn.Sequential(nn.BatchNorm2d(in_channels), nn.ReLU()) if preact else nn.Identity()
+            nn.Sequential(OrderedDict(bn=nn.BatchNorm2d(in_channels), act=nn.ReLU())) if preact else nn.Identity()
         )
         self.num_features = in_channels
         self.head = ClassifierHead(in_channels, num_classes, drop_rate=drop_rate, head=head)
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # 2016a, §3.4: "We initialize the weights as in [He et al. 2015]" (fan-out, as the authors' code).
-        for module in self.modules():
+        # 2016a, §3.4: "We initialize the weights as in [He et al. 2015]" (fan-out, as the authors' code
+        # resnet-1k-layers); the classifier keeps PyTorch's default initialization.
+        for module in chain(self.stem.modules(), self.stages.modules(), self.final_act.modules()):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(module, nn.BatchNorm2d):
