@@ -117,8 +117,8 @@ class ZeroPadShortcut(nn.Module):
     """Option A (2016a, §3.3): the identity, subsampled by `stride`, with zero channels appended.
 
     Parameter-free. Subsampling keeps every `stride`-th pixel from the first, which is the output grid
-    of a stride-`stride` 3×3 conv with padding 1; the zeros go after the input's channels, as in the
-    authors' Torch code (fb.resnet.torch: concat(identity, 0·identity)).
+    of a stride-`stride` 3×3 conv with padding 1; the zeros go after the input's channels, as in
+    fb.resnet.torch (concat(identity, 0·identity)).
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
