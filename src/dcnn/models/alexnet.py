@@ -132,6 +132,15 @@ def init_gaussian(layer: nn.Module, std: float, bias: float) -> None:
     nn.init.constant_(layer.bias, bias)
 
 
+def stage_op(op: str, pool_ceil_mode: bool) -> nn.Module:
+    """The layer a stage applies after its ReLU: "lrn" or "pool"."""
+    if op == "lrn":  # section 3.3: k = 2, n = 5, α = 1e-4, β = 0.75
+        return LocalResponseNorm2d(size=5, alpha=1e-4, beta=0.75, k=2.0)
+    if op == "pool":  # section 3.4: overlapping pooling, z = 3, s = 2
+        return nn.MaxPool2d(3, stride=2, ceil_mode=pool_ceil_mode)
+    raise ValueError(f"unknown stage operation {op!r}; use 'lrn' or 'pool'")
+
+
 class FullyConnectedHead(nn.Module):
     """fc6 → ReLU → dropout → fc7 → ReLU → dropout → fc8 over a map pooled to `pool_size`².
 
@@ -250,10 +259,7 @@ class AlexNet(ImageClassifier):
                 norm=False,
             )
             for op in spec.then:
-                if op == "lrn":
-                    stage.add_module(op, LocalResponseNorm2d(size=5, alpha=1e-4, beta=0.75, k=2.0))
-                else:
-                    stage.add_module(op, nn.MaxPool2d(3, stride=2, ceil_mode=arch.pool_ceil_mode))
+                stage.add_module(op, stage_op(op, arch.pool_ceil_mode))
             stages[f"conv{index}"] = stage
             channels = spec.out_channels
         self.features = nn.Sequential(stages)
