@@ -187,13 +187,23 @@ class InceptionResidualBlock(InceptionBlock):
         return f"scale={self.scale}"
 
 
+# The grid-reduction pool of Inception v3, v4 and Inception-ResNet: 3×3/2 max pool, unpadded.
+REDUCTION_POOL = Pool("max", 3, stride=2, padding=0)
+
+
+def expanded_pair(width: int) -> Split:
+    """1×3 and 3×1 convolutions side by side on the same input, concatenated: the expanded filter bank
+    of Szegedy et al. 2016, Figure 7 (also Inception-v4's Inception-C, Szegedy et al. 2016b, Figure 6)."""
+    return Split((Conv(width, (1, 3)), Conv(width, (3, 1))))
+
+
 def reduction_a(k: int, l: int, m: int, n: int) -> tuple[Branch, ...]:
     """Reduction-A, the 35×35 → 17×17 module of Szegedy et al. 2016b (Figure 7), with the filter
     counts k, l, m, n of its Table 1 (Inception-v4: 192, 224, 256, 384)."""
     return (
         (Conv(n, 3, stride=2, padding=0),),
         (Conv(k), Conv(l, 3), Conv(m, 3, stride=2, padding=0)),
-        (Pool("max", 3, stride=2, padding=0),),
+        (REDUCTION_POOL,),
     )
 
 

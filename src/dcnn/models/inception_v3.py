@@ -34,12 +34,19 @@ from __future__ import annotations
 from functools import partial
 
 from dcnn.layers.conv_bn_act import ConvBnAct
-from dcnn.layers.inception import AuxClassifier, Branch, Conv, Layer, Pool, Split, build_layers
+from dcnn.layers.inception import (
+    REDUCTION_POOL,
+    AuxClassifier,
+    Branch,
+    Conv,
+    Layer,
+    Pool,
+    build_layers,
+    expanded_pair,
+)
 from dcnn.models._registry import ModelCfg, register_model
 from dcnn.models.googlenet import InceptionNet, block_prefixes, input_renormalization
 from dcnn.models.pretrained import StateDict, rename_prefixes
-
-VALID_MAX_POOL = Pool("max", 3, stride=2, padding=0)
 
 
 def inception_a(pool_proj: int) -> tuple[Branch, ...]:
@@ -63,27 +70,22 @@ def inception_c(width: int) -> tuple[Branch, ...]:
     )
 
 
-def expanded_pair(width: int) -> Split:
-    """Figure 7's 1×3 and 3×1 side by side."""
-    return Split((Conv(width, (1, 3)), Conv(width, (3, 1))))
-
-
 # The layers, by TF-slim's and torchvision's names in lower case. The stem is the released model's.
 INCEPTION_V3: dict[str, Layer] = {
     "conv_1a": Conv(32, 3, stride=2, padding=0),
     "conv_2a": Conv(32, 3, padding=0),
     "conv_2b": Conv(64, 3),
-    "pool_3a": VALID_MAX_POOL,
+    "pool_3a": REDUCTION_POOL,
     "conv_3b": Conv(80),
     "conv_4a": Conv(192, 3, padding=0),
-    "pool_5a": VALID_MAX_POOL,
+    "pool_5a": REDUCTION_POOL,
     "mixed_5b": inception_a(32),
     "mixed_5c": inception_a(64),
     "mixed_5d": inception_a(64),
     "mixed_6a": (  # Figure 10: 35×35 → 17×17
         (Conv(384, 3, stride=2, padding=0),),
         (Conv(64), Conv(96, 3), Conv(96, 3, stride=2, padding=0)),
-        (VALID_MAX_POOL,),
+        (REDUCTION_POOL,),
     ),
     "mixed_6b": inception_c(128),
     "mixed_6c": inception_c(160),
@@ -92,7 +94,7 @@ INCEPTION_V3: dict[str, Layer] = {
     "mixed_7a": (  # 17×17 → 8×8
         (Conv(192), Conv(320, 3, stride=2, padding=0)),
         (Conv(192), Conv(192, (1, 7)), Conv(192, (7, 1)), Conv(192, 3, stride=2, padding=0)),
-        (VALID_MAX_POOL,),
+        (REDUCTION_POOL,),
     ),
     "mixed_7b": (  # Figure 7, 8×8
         (Conv(320),),

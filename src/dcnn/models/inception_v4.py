@@ -28,31 +28,35 @@ from __future__ import annotations
 from functools import partial
 
 from dcnn.layers.conv_bn_act import ConvBnAct
-from dcnn.layers.inception import Branch, Conv, Layer, Pool, Split, Stack, build_layers, reduction_a
+from dcnn.layers.inception import (
+    REDUCTION_POOL,
+    Branch,
+    Conv,
+    Layer,
+    Pool,
+    Stack,
+    build_layers,
+    expanded_pair,
+    reduction_a,
+)
 from dcnn.models._registry import INCEPTION_MEAN, INCEPTION_STD, ModelCfg, register_model
 from dcnn.models.googlenet import InceptionNet, block_prefixes
 from dcnn.models.pretrained import StateDict, rename_prefixes
 
-VALID_MAX_POOL = Pool("max", 3, stride=2, padding=0)
 # TensorFlow's "SAME" average pooling divides by the number of pixels inside the image.
 AVG_POOL = Pool("avg", 3, count_include_pad=False)
-
-
-def expanded_pair(width: int) -> Split:
-    """Figure 6's 1×3 and 3×1 convolutions side by side on the same input."""
-    return Split((Conv(width, (1, 3)), Conv(width, (3, 1))))
 
 
 STEM: dict[str, Layer] = {  # Figure 3
     "conv_1a": Conv(32, 3, stride=2, padding=0),
     "conv_2a": Conv(32, 3, padding=0),
     "conv_2b": Conv(64, 3),
-    "mixed_3a": ((VALID_MAX_POOL,), (Conv(96, 3, stride=2, padding=0),)),
+    "mixed_3a": ((REDUCTION_POOL,), (Conv(96, 3, stride=2, padding=0),)),
     "mixed_4a": (
         (Conv(64), Conv(96, 3, padding=0)),
         (Conv(64), Conv(64, (1, 7)), Conv(64, (7, 1)), Conv(96, 3, padding=0)),
     ),
-    "mixed_5a": ((Conv(192, 3, stride=2, padding=0),), (VALID_MAX_POOL,)),
+    "mixed_5a": ((Conv(192, 3, stride=2, padding=0),), (REDUCTION_POOL,)),
 }
 INCEPTION_A: tuple[Branch, ...] = (  # Figure 4
     (Conv(96),),
@@ -69,7 +73,7 @@ INCEPTION_B: tuple[Branch, ...] = (  # Figure 5
 REDUCTION_B: tuple[Branch, ...] = (  # Figure 8
     (Conv(192), Conv(192, 3, stride=2, padding=0)),
     (Conv(256), Conv(256, (1, 7)), Conv(320, (7, 1)), Conv(320, 3, stride=2, padding=0)),
-    (VALID_MAX_POOL,),
+    (REDUCTION_POOL,),
 )
 INCEPTION_C: tuple[Branch, ...] = (  # Figure 6
     (Conv(256),),
