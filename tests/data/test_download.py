@@ -17,9 +17,10 @@ import pytest
 import torch
 
 from dcnn.data import mnist
-from dcnn.data.download import DownloadError, atomic_output, download_file
+from dcnn.data.download import DownloadError, download_file
 from dcnn.data.mnist import MNIST, load_mnist
 from dcnn.errors import DcnnError
+from dcnn.fileio import atomic_output
 
 MirrorFactory = Callable[[str], "Mirror"]
 STALL_SECONDS = 5.0  # how long the stalling server holds a connection; the client gives up first

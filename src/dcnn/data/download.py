@@ -8,14 +8,11 @@ and the next mirror is tried.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
-import os
-import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -31,6 +28,7 @@ from rich.progress import (
 )
 
 from dcnn.errors import DcnnError
+from dcnn.fileio import atomic_output
 
 #: Seconds a connection attempt or a single read may block before the mirror counts as failed.
 DEFAULT_TIMEOUT = 30.0
@@ -53,48 +51,6 @@ class _MirrorFailed(Exception):
 def md5_hex(data: bytes) -> str:
     """The MD5 hex digest of `data` (an integrity check against published checksums, not security)."""
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in `directory` durable (POSIX); platforms without directory fsync skip it."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_output(destination: str | Path) -> Iterator[IO[bytes]]:
-    """Open a temporary file next to `destination` that replaces it only if the block succeeds.
-
-    On success the data is flushed, fsynced and renamed over `destination`; on an exception the
-    temporary file is removed and `destination` is left as it was. The temporary file's path is the
-    handle's ``name`` (to checksum it before the rename).
-    """
-    destination = Path(destination)
-    try:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below, before the rename)
-            dir=destination.parent, prefix=f".{destination.name}.", suffix=".part", delete=False
-        )
-    except OSError as err:
-        raise DcnnError(
-            f"cannot write {destination}: {err.strerror or err}. Choose a writable directory."
-        ) from None
-    temp = Path(handle.name)
-    try:
-        with handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        temp.chmod(0o644)  # temporary files are created 0600; a data file is readable like any other download
-        os.replace(temp, destination)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(destination.parent)
 
 
 def _progress_bar(enabled: bool | None) -> Progress:

@@ -30,9 +30,10 @@ import numpy as np
 import platformdirs
 import torch
 
-from dcnn.data.download import DownloadError, atomic_output, download_file, md5_hex
+from dcnn.data.download import DownloadError, download_file, md5_hex
 from dcnn.data.idx import GZIP_MAGIC, gunzip_if_compressed, idx_magic, parse_idx, read_file_bytes
 from dcnn.errors import DcnnError, did_you_mean
+from dcnn.fileio import atomic_output
 
 DATA_DIR_ENV = "DCNN_DATA_DIR"
 CACHE_DIR_ENV = "DCNN_CACHE_DIR"

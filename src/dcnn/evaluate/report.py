@@ -7,20 +7,17 @@ existing file is either kept whole or replaced whole.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
-import os
-import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
 
 import torch
 
 from dcnn.errors import DcnnError
 from dcnn.evaluate.metrics import ClassificationResult, resolve_class_names
+from dcnn.fileio import atomic_output
 
 METRICS_FILE = "metrics.json"
 CONFUSION_CSV_FILE = "confusion_matrix.csv"
@@ -59,7 +56,9 @@ def write_metrics_json(
 ) -> Path:
     """Write the JSON summary of :meth:`ClassificationResult.to_dict` to `path`."""
     text = json.dumps(result.to_dict(class_names), indent=2, allow_nan=False) + "\n"
-    return atomic_write(path, lambda f: f.write(text.encode()))
+    with atomic_output(path) as handle:
+        handle.write(text.encode())
+    return Path(path)
 
 
 def write_confusion_csv(
@@ -75,7 +74,9 @@ def write_confusion_csv(
     for name, row in zip(names, matrix.tolist(), strict=True):
         writer.writerow([name, *row])
     text = buffer.getvalue()
-    return atomic_write(path, lambda f: f.write(text.encode()))
+    with atomic_output(path) as handle:
+        handle.write(text.encode())
+    return Path(path)
 
 
 def read_confusion_csv(path: str | Path) -> tuple[torch.Tensor, list[str]]:
@@ -157,7 +158,9 @@ def plot_confusion_matrix(
                     fontsize=8 if num_classes > 10 else 10,
                     color="white" if fraction > 0.5 else "black",
                 )
-    return atomic_write(path, lambda f: figure.savefig(f, format="png"))
+    with atomic_output(path) as handle:
+        figure.savefig(handle, format="png")
+    return Path(path)
 
 
 def _checked_matrix(matrix: torch.Tensor) -> torch.Tensor:
@@ -167,28 +170,3 @@ def _checked_matrix(matrix: torch.Tensor) -> torch.Tensor:
             f"a confusion matrix must be square (classes x classes), got shape {tuple(matrix.shape)}."
         )
     return matrix.long()
-
-
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path:
-    """Create `path` from what `write` writes to a binary file object, all or nothing: the data goes
-    to a temporary file beside `path` that is renamed over it only once `write` has succeeded."""
-    path = Path(path)
-    temp_name = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        # Created like any new file (mode 0o666 less the umask), unlike tempfile's owner-only files.
-        descriptor = os.open(temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as err:
-        raise DcnnError(f"cannot write {path}: {err}. Choose a writable folder.") from None
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_name, path)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            os.unlink(temp_name)
-        if isinstance(err, OSError):
-            raise DcnnError(f"cannot write {path}: {err}.") from None
-        raise
-    return path

@@ -24,35 +24,15 @@ from typing import Any
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open, save
 
 from dcnn.errors import DcnnError
+from dcnn.fileio import atomic_output, fsync_directory, fsync_file
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
 MANIFEST_FILE = "manifest.json"
 CHECKPOINTS = "checkpoints"
-
-
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(temp_path)``, fsync, then rename onto `path`; on failure nothing is left behind."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        fsync_path(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_path(path.parent)
 
 
 def model_metadata(model: nn.Module, extra: dict[str, Any] | None = None) -> dict[str, str]:
@@ -67,14 +47,11 @@ def model_metadata(model: nn.Module, extra: dict[str, Any] | None = None) -> dic
     return meta
 
 
-def _save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata=metadata)
-
-
 def save_model_file(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
-    """Write weights and metadata to a .safetensors file atomically."""
-    atomic_write(path, lambda tmp: _save_weights(model, tmp, metadata))
+    """Write weights and metadata to a .safetensors file, all or nothing."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_output(path) as handle:
+        handle.write(save(tensors, metadata=metadata))
 
 
 def read_model_metadata(path: str | Path) -> dict[str, Any]:
@@ -133,18 +110,17 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        _save_weights(model, tmp / MODEL_FILE, metadata)
-        torch.save(state, tmp / STATE_FILE)
-        for name in (MODEL_FILE, STATE_FILE):
-            fsync_path(tmp / name)
+        save_model_file(model, tmp / MODEL_FILE, metadata)
+        with atomic_output(tmp / STATE_FILE) as handle:
+            torch.save(state, handle)
         manifest = {name: _sha256(tmp / name) for name in (MODEL_FILE, STATE_FILE)}
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest))
-        fsync_path(tmp / MANIFEST_FILE)
-        fsync_path(tmp)
+        with atomic_output(tmp / MANIFEST_FILE) as handle:
+            handle.write(json.dumps(manifest).encode())
+        fsync_file(tmp)
         if final.exists():  # the same step saved again (e.g. after a resume): swap in the new one
             shutil.rmtree(final)
         os.replace(tmp, final)
-        fsync_path(root)
+        fsync_directory(root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for old in list_checkpoints(run_dir)[:-keep]:

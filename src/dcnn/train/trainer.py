@@ -38,6 +38,7 @@ from dcnn.data.prepare import (
 )
 from dcnn.errors import DcnnError
 from dcnn.evaluate.metrics import ClassificationResult, evaluate
+from dcnn.fileio import atomic_output
 from dcnn.models import create_model
 from dcnn.train import checkpoint as ckpt
 from dcnn.train.config import TrainConfig, make_config, save_config
@@ -326,7 +327,8 @@ def truncate_metrics(run_dir: Path, fmt: str, epochs_done: int) -> None:
     lines = path.read_text().splitlines(keepends=True)
     header, rows = (lines[:1], lines[1:]) if fmt == "csv" else ([], lines)
     kept = [line for line in rows if _row_epoch(line, fmt) <= epochs_done]
-    ckpt.atomic_write(path, lambda tmp: tmp.write_text("".join(header + kept)))
+    with atomic_output(path) as handle:
+        handle.write("".join(header + kept).encode())
 
 
 def _row_epoch(line: str, fmt: str) -> int:
