@@ -1,16 +1,19 @@
-"""VGG against Table 1, Table 2 and section 2.3 of Simonyan & Zisserman 2014, and torchvision's names."""
+"""VGG against Table 1, Table 2 and section 2.3 of Simonyan & Zisserman 2014, and torchvision's names.
+
+Loading torchvision checkpoints by value, for every key and the function, is tested for each variant in
+test_zoo.py; loading linear weights into the convolutional head (shared with AlexNet) in test_alexnet.py.
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn as nn
-from safetensors.torch import save_file
 
 from dcnn import create_model
-from dcnn.models import get_model_cfg, load_pretrained
+from dcnn.models import get_model_cfg
 from dcnn.models.vgg import vgg_stage
-from tests.models.reference import reference, synthesize_state_dict
+from tests.models.reference import reference
 
 VARIANTS = ["vgg11", "vgg13", "vgg16", "vgg19"]
 
@@ -94,23 +97,6 @@ def test_torchvision_names_spot_checks():
     }
     renamed = get_model_cfg("vgg19").key_map({"features.34.weight": torch.zeros(1)})
     assert set(renamed) == {"features.stage5.conv4.conv.weight"}
-
-
-def test_torchvision_checkpoint_values_load_into_both_heads(tmp_path):
-    source = synthesize_state_dict("torchvision/vgg11")
-    path = tmp_path / "vgg11.safetensors"
-    save_file(source, str(path))
-    fc_model = load_pretrained(create_model("vgg11"), path).eval()
-    # vgg11's torchvision features: 0 conv, 2 pool, 3 conv, 5 pool, 6 conv, 8 conv, ...
-    assert torch.equal(fc_model.features.stage3.conv2.conv.weight, source["features.8.weight"])
-    assert torch.equal(fc_model.head.fc7.weight, source["classifier.3.weight"])
-    conv_model = load_pretrained(create_model("vgg11", head="conv"), path).eval()
-    assert torch.equal(conv_model.head.fc6.weight, source["classifier.0.weight"].view(4096, 512, 7, 7))
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for size in (32, 224):  # a 1×1 map pooled up to 7×7, and the native 7×7 map
-            x = torch.randn(1, 3, size, size)
-            torch.testing.assert_close(conv_model(x), fc_model(x), rtol=1e-4, atol=1e-4)
 
 
 def test_any_input_from_32_pixels_and_pre_logits():
