@@ -6,7 +6,8 @@ by transition layers that compress and downsample; the layers live in `dcnn.laye
 - ImageNet DenseNet-BC (Table 1): 7×7/2 conv with 2k channels, 3×3/2 max pool, four dense blocks with
   bottleneck layers (1×1 conv to 4k maps, then 3×3 conv to k), transitions with compression θ = 0.5,
   a final BN → ReLU, global average pooling and a linear classifier. `densenet121/161/169/201`
-  match torchvision's models and load their checkpoints.
+  match torchvision's models and load their checkpoints (DenseNet-161, k = 48, is the authors'
+  released model, not in the paper's tables).
 - CIFAR DenseNet-BC (§3 "Implementation Details", Table 2): a 3×3 conv with 2k channels on 32×32
   inputs, three dense blocks of equal size at 32×32, 16×16 and 8×8; L = 100, k = 12 gives 16
   bottleneck layers per block and 0.8M parameters (`densenet_bc_100_k12`).
@@ -49,7 +50,7 @@ class DenseNetSpec:
 
 
 SPECS = {
-    # Table 1: k = 32 (k = 48 and a 96-channel stem for DenseNet-161, the torchvision/original release).
+    # Table 1: k = 32. DenseNet-161 (k = 48) is not in the paper: the authors released it with their code.
     "densenet121": DenseNetSpec(32, (6, 12, 24, 16), 64),
     "densenet161": DenseNetSpec(48, (6, 12, 36, 24), 96),
     "densenet169": DenseNetSpec(32, (6, 12, 32, 32), 64),
@@ -185,7 +186,8 @@ def densenet161(
     drop_rate: float = 0.0,
     memory_efficient: bool = False,
 ) -> DenseNet:
-    """DenseNet-161 (Table 1 layout 6, 12, 36, 24 with k = 48 and a 96-channel stem, as released)."""
+    """DenseNet-161: blocks of 6, 12, 36, 24 bottleneck layers, k = 48 and a 2k = 96-channel stem; not
+    in the paper's tables but released by its authors (and torchvision) with the ImageNet models."""
     return DenseNet(SPECS["densenet161"], num_classes, in_chans, head, drop_rate, memory_efficient)
 
 

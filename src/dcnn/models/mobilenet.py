@@ -45,6 +45,9 @@ V1_PAPER = "Howard et al. 2017, MobileNets: Efficient Convolutional Neural Netwo
 V2_PAPER = "Sandler et al. 2018, MobileNetV2: Inverted Residuals and Linear Bottlenecks"
 
 STEM_CHANNELS = 32
+# Every convolution is padded, so any size runs; 32, the total stride, is the smallest that gives
+# the last stage a map of its own rather than a padded copy of one pixel.
+MIN_INPUT_SIZE = (3, 32, 32)
 
 # MobileNet v1, Table 1: (output channels, number of separable convs, stride of the first), one
 # row per resolution (112, 56, 28, 14, 7).
@@ -201,6 +204,7 @@ def _v1_cfg(num_params: int, source: str, **overrides: Any) -> ModelCfg:
         year=2017,
         num_params=num_params,
         num_params_source=source,
+        min_input_size=MIN_INPUT_SIZE,
         mean=INCEPTION_MEAN,
         std=INCEPTION_STD,
         first_conv="stem.conv",
@@ -268,6 +272,7 @@ def mobilenet_v1_relu6(
         paper=V2_PAPER,
         year=2018,
         num_params=3_504_872,
+        min_input_size=MIN_INPUT_SIZE,
         reference="torchvision/mobilenet_v2",
         key_map=torchvision_v2_key_map,
         first_conv="stem.conv",
