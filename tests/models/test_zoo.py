@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from dcnn.errors import DcnnError
 from dcnn.models import create_model, get_model_cfg, list_models, load_pretrained
 from tests.models.reference import (
     fixed_input,
@@ -69,8 +70,10 @@ def test_interface_forward_backward(name):
     with torch.no_grad():
         assert logits_of(model(x)).shape == (1, 3)
 
-    clone = create_model(name, num_classes=3).eval()
-    clone.load_state_dict(model.state_dict())
+    with torch.device("meta"):  # no second initialization: the weights come from `model`
+        clone = create_model(name, num_classes=3)
+    clone.load_state_dict(model.state_dict(), assign=True)
+    clone.eval()
     with torch.no_grad():
         torch.testing.assert_close(clone(x), model(x))
 
@@ -87,13 +90,11 @@ def test_grayscale_and_conv_head(name):
 
 
 @pytest.mark.parametrize("name", REFERENCED)
-def test_reference_checkpoint_loads_and_computes_the_same(name, tmp_path):
+def test_reference_checkpoint_loads_and_computes_the_same(name):
     cfg = get_model_cfg(name)
     source = synthesize_state_dict(cfg.reference)
-    path = tmp_path / "reference.safetensors"
-    save_file(source, str(path))
     model = create_model(name).eval()
-    load_pretrained(model, path)
+    load_pretrained(model, source)
 
     ours = model.state_dict()
     mapped = cfg.key_map(dict(source)) if cfg.key_map else source
@@ -111,11 +112,45 @@ def test_reference_checkpoint_loads_and_computes_the_same(name, tmp_path):
     assert logits.sum().item() == pytest.approx(fixture["sum"], abs=1e-4 * fixture["abs_sum"] + 1e-4)
 
 
-@pytest.mark.parametrize("name", REFERENCED[:1])
-def test_reference_pth_file_and_other_class_count(name, tmp_path):
-    cfg = get_model_cfg(name)
-    path = tmp_path / "reference.pth"
-    torch.save(synthesize_state_dict(cfg.reference), path)
-    model = create_model(name, num_classes=10, in_chans=1)
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_reference_files_load_with_another_class_count_and_grayscale(suffix, tmp_path):
+    cfg = get_model_cfg("resnet18")
+    source = synthesize_state_dict(cfg.reference)
+    path = tmp_path / f"reference{suffix}"
+    if suffix == ".pth":
+        torch.save({"state_dict": source}, path)  # a wrapped checkpoint is unwrapped
+    else:
+        save_file(source, str(path))
+    model = create_model("resnet18", num_classes=10, in_chans=1)
+    fresh_fc = model.state_dict()["head.fc.weight"].clone()
     load_pretrained(model, path)
-    assert logits_of(model.eval()(torch.randn(1, 1, *cfg.min_input_size[1:]))).shape == (1, 10)
+    ours = model.state_dict()
+    torch.testing.assert_close(ours["head.fc.weight"], fresh_fc)  # re-initialized classifier kept
+    # The grayscale first conv is the RGB kernel summed over channels.
+    torch.testing.assert_close(ours[f"{cfg.first_conv}.weight"], source["conv1.weight"].sum(1, keepdim=True))
+    torch.testing.assert_close(ours["stages.2.1.residual.conv2.conv.weight"], source["layer3.1.conv2.weight"])
+    assert logits_of(model.eval()(torch.randn(1, 1, 40, 40))).shape == (1, 10)
+
+
+def test_mismatched_checkpoint_lists_the_problem_keys(tmp_path):
+    source = synthesize_state_dict("torchvision/resnet18")
+    del source["layer1.0.bn1.running_mean"]
+    source["extra.weight"] = torch.zeros(1)
+    source["layer4.1.conv2.weight"] = torch.zeros(3, 3, 3, 3)
+    path = tmp_path / "broken.safetensors"
+    save_file(source, str(path))
+    with pytest.raises(DcnnError) as info:
+        load_pretrained(create_model("resnet18"), path)
+    message = str(info.value)
+    assert "missing keys: stages.0.0" in message and "unexpected keys: extra.weight" in message
+    assert "mis-shaped keys: stages.3.1.residual.conv2.conv.weight (file (3, 3, 3, 3)" in message
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": object()}, path)
+    with pytest.raises(DcnnError, match="refused to load"):
+        load_pretrained(create_model("resnet18"), path)
+    (tmp_path / "cut.safetensors").write_bytes(b"\x10\x00")
+    with pytest.raises(DcnnError, match="not a readable checkpoint"):
+        load_pretrained(create_model("resnet18"), tmp_path / "cut.safetensors")

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from safetensors import SafetensorError
 
 from dcnn.errors import DcnnError
 
@@ -43,7 +44,7 @@ def read_state_dict(path: str | Path) -> StateDict:
             f"{path}: refused to load: it holds Python objects other than tensors ({err}). "
             "Only weights files are accepted; re-save it as a plain state_dict or as .safetensors."
         ) from None
-    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
+    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile, SafetensorError) as err:
         raise DcnnError(f"{path}: not a readable checkpoint (truncated or corrupt?): {err}") from None
     for wrapper in ("state_dict", "model", "model_state_dict"):
         if isinstance(data, Mapping) and wrapper in data and isinstance(data[wrapper], Mapping):
@@ -83,8 +84,8 @@ def _describe(keys: list[str], limit: int = 8) -> str:
     return shown + (f" ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
-def load_pretrained(model: nn.Module, path: str | Path, strict: bool = True) -> nn.Module:
-    """Load a reference-library checkpoint file (or a dcnn state_dict) into `model`, in place.
+def load_pretrained(model: nn.Module, path: str | Path | Mapping[str, torch.Tensor], strict: bool = True) -> nn.Module:
+    """Load a reference-library checkpoint (a file, or a state_dict already in memory) into `model`.
 
     The family's key map renames the reference's keys to ours. When `model.num_classes` differs from
     the checkpoint's, the classifier layers are dropped (they keep their fresh initialization); when
@@ -93,7 +94,8 @@ def load_pretrained(model: nn.Module, path: str | Path, strict: bool = True) -> 
     With `strict`, missing, unexpected or mis-shaped keys raise a DcnnError that lists them.
     """
     cfg = getattr(model, "default_cfg", None)
-    source = read_state_dict(path)
+    source = dict(path) if isinstance(path, Mapping) else read_state_dict(path)
+    where = "the state_dict" if isinstance(path, Mapping) else str(path)
     ours = model.state_dict()
     if cfg is not None and cfg.key_map is not None and not set(source) <= set(ours):
         source = cfg.key_map(source)
@@ -132,7 +134,7 @@ def load_pretrained(model: nn.Module, path: str | Path, strict: bool = True) -> 
             problems.append(f"mis-shaped keys: {_describe(misshaped)}")
         reference = f" (expected a {cfg.reference} checkpoint)" if cfg is not None and cfg.reference else ""
         raise DcnnError(
-            f"{path} does not fit {name}{reference}: " + "; ".join(problems)
+            f"{where} does not fit {name}{reference}: " + "; ".join(problems)
             + ". Check that the file is for this architecture, or pass strict=False."
         )
     valid = {k: v for k, v in adapted.items() if k in ours and ours[k].shape == v.shape}
