@@ -88,7 +88,8 @@ class Stack:
 
 Layer = Step | Residual | Stack | tuple[Branch, ...] | nn.Module
 """One layer of a network table: a step, a residual block, a stack, an Inception module (its tuple of
-branches) or a ready module that keeps the channel count (e.g. a normalization)."""
+branches) or a ready module that keeps the channel count (e.g. a normalization; a table holding one
+must be made anew for each model, or the models would share it)."""
 
 
 def make_pool(spec: Pool) -> nn.Module:
@@ -118,7 +119,7 @@ def build(spec: Layer, in_channels: int, conv: ConvFactory) -> tuple[nn.Module, 
     elif isinstance(spec, Residual):
         block = InceptionResidualBlock(in_channels, spec.branches, conv, spec.scale, spec.activate)
     elif isinstance(spec, Stack):
-        layers, channels = build_layers(in_channels, dict(enumerate(spec.layers)), conv)
+        layers, channels = build_layers(in_channels, numbered(spec.layers), conv)
         return nn.Sequential(*layers.values()), channels
     else:
         block = InceptionBlock(in_channels, spec, conv)
@@ -126,13 +127,19 @@ def build(spec: Layer, in_channels: int, conv: ConvFactory) -> tuple[nn.Module, 
 
 
 def build_layers(
-    in_channels: int, specs: Mapping[str | int, Layer], conv: ConvFactory
+    in_channels: int, specs: Mapping[str, Layer], conv: ConvFactory
 ) -> tuple[dict[str, nn.Module], int]:
     """The named layers of a network table, chained from `in_channels`, and the output channel count."""
-    layers, channels = {}, in_channels
+    layers: dict[str, nn.Module] = {}
+    channels = in_channels
     for name, spec in specs.items():
-        layers[str(name)], channels = build(spec, channels, conv)
+        layers[name], channels = build(spec, channels, conv)
     return layers, channels
+
+
+def numbered(specs: Sequence[Layer]) -> dict[str, Layer]:
+    """A sequence of layers as a table named "0", "1", ... (the names ``nn.Sequential`` gives)."""
+    return {str(i): spec for i, spec in enumerate(specs)}
 
 
 class InceptionBlock(nn.Module):
@@ -148,7 +155,7 @@ class InceptionBlock(nn.Module):
         self.branches = nn.ModuleList()
         self.out_channels = 0
         for branch in branches:
-            layers, channels = build_layers(in_channels, dict(enumerate(branch)), conv)
+            layers, channels = build_layers(in_channels, numbered(branch), conv)
             self.branches.append(nn.Sequential(*layers.values()))
             self.out_channels += channels
 
@@ -265,7 +272,7 @@ class AuxClassifier(nn.Module):
     ) -> None:
         super().__init__()
         self.pool = AuxPool(pool_kernel, pool_stride, grid)
-        layers, channels = build_layers(in_channels, dict(enumerate(convs)), conv)
+        layers, channels = build_layers(in_channels, numbered(convs), conv)
         self.convs = nn.Sequential(*layers.values())
         size = grid
         for spec in convs:
@@ -296,7 +303,7 @@ class Renormalize(nn.Module):
 
     The Inception checkpoints ported from TensorFlow expect pixels scaled to [−1, 1] (mean = std =
     0.5); torchvision's ``transform_input`` converts ImageNet-normalized inputs to that, and so does
-    this module with the default arguments. No parameters, nothing in the state_dict.
+    this module with the default arguments. No parameters or buffers: nothing in the state_dict.
     """
 
     def __init__(
@@ -307,10 +314,13 @@ class Renormalize(nn.Module):
         target_std: Sequence[float] = (0.5, 0.5, 0.5),
     ) -> None:
         super().__init__()
-        scale = [s / t for s, t in zip(std, target_std, strict=True)]
-        shift = [(m - tm) / t for m, tm, t in zip(mean, target_mean, target_std, strict=True)]
-        self.register_buffer("scale", torch.tensor(scale).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("shift", torch.tensor(shift).view(1, -1, 1, 1), persistent=False)
+        self.scale = tuple(s / t for s, t in zip(std, target_std, strict=True))
+        self.shift = tuple((m - tm) / t for m, tm, t in zip(mean, target_mean, target_std, strict=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale + self.shift
+        # Plain floats, no buffers: nothing to load, and nothing left behind on another device.
+        scale, shift = (x.new_tensor(v).view(1, -1, 1, 1) for v in (self.scale, self.shift))
+        return x * scale + shift
+
+    def extra_repr(self) -> str:
+        return f"scale={tuple(round(v, 4) for v in self.scale)}, shift={tuple(round(v, 4) for v in self.shift)}"

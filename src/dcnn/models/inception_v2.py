@@ -25,8 +25,8 @@ Choices, stated:
   ε = 0.001 (TF-slim's).
 - The 7×7 average pool before the classifier is a global average pool (the same at 224×224).
 
-Parameters: the paper gives no count; ours, computed: 11,188,288 (11,194,984 with
-``separable_stem=False``).
+Parameters: 11,188,288, computed from Figure 5 (11,194,984 with ``separable_stem=False``); the
+appendix gives no per-layer counts to check them against.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def bn_inception_stem(in_chans: int, separable: bool, bn_eps: float) -> nn.Modul
         "Internal Covariate Shift",
         year=2015,
         num_params=11_188_288,
-        num_params_source="computed; the paper gives none",
+        num_params_source="computed from Figure 5",
         min_input_size=(3, 1, 1),  # padded throughout: a 1×1 input still leaves a 1×1 map
         first_conv="features.conv1.depthwise.conv",
         classifier=("head.fc",),
