@@ -35,9 +35,9 @@ import torch
 import torch.nn as nn
 
 from dcnn.layers.conv_bn_act import ConvBnAct
+from dcnn.layers.head import FullyConnectedHead
 from dcnn.models._base import ImageClassifier
 from dcnn.models._registry import ModelCfg, register_model
-from dcnn.models.alexnet import FullyConnectedHead
 from dcnn.models.pretrained import rename_prefixes
 
 # Table 1: the width of each of the five stages and, per configuration, its number of 3×3 convs.

@@ -28,7 +28,7 @@ Deviations, stated:
   step, not part of the model.
 - An adaptive average pool to 6×6 before fc6 lets inputs other than 224×224 work (identity at 224).
 
-The heads are AlexNet's (:class:`~dcnn.models.alexnet.FullyConnectedHead`): ``head="conv"`` turns
+The heads are AlexNet's (:class:`~dcnn.layers.head.FullyConnectedHead`): ``head="conv"`` turns
 fc6-fc8 into 6×6 and 1×1 convolutions; `num_features` is fc7's width, 4096.
 """
 
