@@ -36,6 +36,7 @@ import torch.nn as nn
 
 from dcnn.layers.conv_bn_act import ConvBnAct
 from dcnn.layers.head import ClassifierHead
+from dcnn.layers.init import he_init_fan_out
 from dcnn.layers.nasnet_cells import (
     BN_EPS,
     BN_MOMENTUM,
@@ -134,12 +135,7 @@ class NASNet(ImageClassifier):
 
     def _init_weights(self) -> None:
         # He initialization, fan-out mode (the TensorFlow release's variance-scaling initializer).
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        he_init_fan_out(self.modules())
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         recent = [self.stem(x)]  # the last few outputs: a cell reads at most three back

@@ -33,6 +33,7 @@ import torch.nn as nn
 from dcnn.errors import DcnnError
 from dcnn.layers.conv_bn_act import ConvBnAct
 from dcnn.layers.head import ClassifierHead
+from dcnn.layers.init import he_init_fan_out
 from dcnn.layers.residual import (
     BLOCK_EXPANSION,
     PreActResidualBlock,
@@ -150,12 +151,7 @@ class ResNet(ImageClassifier):
     def _init_weights(self) -> None:
         # 2016a, §3.4: "We initialize the weights as in [He et al. 2015]" (fan-out, as the authors' code
         # resnet-1k-layers); the classifier keeps PyTorch's default initialization.
-        for module in chain(self.stem.modules(), self.stages.modules(), self.final_act.modules()):
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        he_init_fan_out(chain(self.stem.modules(), self.stages.modules(), self.final_act.modules()))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.final_act(self.stages(self.stem(x)))
