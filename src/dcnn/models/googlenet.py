@@ -227,6 +227,10 @@ def googlenet_aux_heads(
     }
 
 
+# Conv → BN (eps 0.001, the TensorFlow releases' and torchvision's ports') → ReLU.
+TF_CONV = partial(ConvBnAct, bn_eps=1e-3)
+
+
 # torchvision's branch names in its Inception modules → ours.
 _TORCHVISION_BRANCHES = {"branch1": "branches.0.0", "branch2": "branches.1", "branch3": "branches.2",
                          "branch4": "branches.3"}  # fmt: skip
@@ -310,7 +314,7 @@ def googlenet_bn(
     `transform_input` (default: on for RGB) converts ImageNet-normalized inputs to the [−1, 1]
     scaling torchvision's checkpoint expects, as torchvision does when it loads it.
     """
-    conv = partial(ConvBnAct, bn_eps=1e-3)
+    conv = TF_CONV
     pool4 = Pool("max", 2, stride=2, padding=0, ceil_mode=True)
     features, _ = build_layers(in_chans, googlenet_table(lrn=False, wide_kernel=3, pool4=pool4), conv)
     return InceptionNet(

@@ -32,9 +32,6 @@ Both use BN eps 0.001 and average pools that leave the padding out of the averag
 
 from __future__ import annotations
 
-from functools import partial
-
-from dcnn.layers.conv_bn_act import ConvBnAct
 from dcnn.layers.inception import (
     REDUCTION_POOL,
     Branch,
@@ -43,11 +40,12 @@ from dcnn.layers.inception import (
     Pool,
     Residual,
     Stack,
-    build_layers,
     reduction_a,
 )
 from dcnn.models._registry import INCEPTION_MEAN, INCEPTION_STD, ModelCfg, register_model
 from dcnn.models.googlenet import InceptionNet, block_prefixes
+from dcnn.models.inception_v3 import RELEASED_STEM
+from dcnn.models.inception_v4 import build_inception_v4_family
 from dcnn.models.pretrained import StateDict, rename_prefixes
 
 # §3.3: residual scaling factors of the A (35×35), B (17×17) and C (8×8) blocks.
@@ -72,13 +70,9 @@ def residual_stack(branches: tuple[Branch, ...], count: int, scale: float) -> St
 
 
 INCEPTION_RESNET_V1: dict[str, Layer] = {
-    # Figure 14: the stem, 299×299×3 → 35×35×256.
-    "conv_1a": Conv(32, 3, **STRIDE_2),
-    "conv_2a": Conv(32, 3, padding=0),
-    "conv_2b": Conv(64, 3),
-    "pool_3a": REDUCTION_POOL,
-    "conv_3b": Conv(80),
-    "conv_4a": Conv(192, 3, padding=0),
+    # Figure 14: the stem, 299×299×3 → 35×35×256: Inception v3's released stem with a stride-2
+    # convolution to 256 channels in place of its last max pool.
+    **{name: layer for name, layer in RELEASED_STEM.items() if name != "pool_5a"},
     "conv_4b": Conv(256, 3, **STRIDE_2),
     "inception_resnet_a": residual_stack(  # Figure 10
         ((Conv(32),), (Conv(32), Conv(32, 3)), (Conv(32), Conv(32, 3), Conv(32, 3))), 5, SCALE_A
@@ -96,13 +90,7 @@ INCEPTION_RESNET_V1: dict[str, Layer] = {
 V2_BLOCK_C: tuple[Branch, ...] = ((Conv(192),), (Conv(192), Conv(224, (1, 3)), Conv(256, (3, 1))))  # Figure 19
 INCEPTION_RESNET_V2: dict[str, Layer] = {
     # The released stem: Inception v3's, then a 320-channel Inception module.
-    "conv_1a": Conv(32, 3, **STRIDE_2),
-    "conv_2a": Conv(32, 3, padding=0),
-    "conv_2b": Conv(64, 3),
-    "pool_3a": REDUCTION_POOL,
-    "conv_3b": Conv(80),
-    "conv_4a": Conv(192, 3, padding=0),
-    "pool_5a": REDUCTION_POOL,
+    **RELEASED_STEM,
     "mixed_5b": (
         (Conv(96),),
         (Conv(48), Conv(64, 5)),
@@ -148,12 +136,6 @@ def _timm_key_map(state_dict: StateDict) -> StateDict:
     return rename_prefixes(state_dict, prefixes)
 
 
-def _inception_resnet(table: dict[str, Layer], num_classes: int, in_chans: int, drop_rate: float,
-                      head: str) -> InceptionNet:  # fmt: skip
-    layers, channels = build_layers(in_chans, table, partial(ConvBnAct, bn_eps=1e-3))
-    return InceptionNet(layers, channels, num_classes, in_chans, drop_rate, head)
-
-
 PAPER = "Szegedy et al. 2016, Inception-v4, Inception-ResNet and the Impact of Residual Connections"
 
 
@@ -176,7 +158,7 @@ def inception_resnet_v1(
     num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2, head: str = "fc"
 ) -> InceptionNet:
     """Inception-ResNet-v1 as in the paper (Figures 7, 10-15)."""
-    return _inception_resnet(INCEPTION_RESNET_V1, num_classes, in_chans, drop_rate, head)
+    return build_inception_v4_family(INCEPTION_RESNET_V1, num_classes, in_chans, drop_rate, head)
 
 
 @register_model(
@@ -200,4 +182,4 @@ def inception_resnet_v2(
     num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2, head: str = "fc"
 ) -> InceptionNet:
     """Inception-ResNet-v2 as released by Google (timm's ``inception_resnet_v2``)."""
-    return _inception_resnet(INCEPTION_RESNET_V2, num_classes, in_chans, drop_rate, head)
+    return build_inception_v4_family(INCEPTION_RESNET_V2, num_classes, in_chans, drop_rate, head)

@@ -31,9 +31,6 @@ loads its weights; ``transform_input=False`` takes [−1, 1] inputs directly.
 
 from __future__ import annotations
 
-from functools import partial
-
-from dcnn.layers.conv_bn_act import ConvBnAct
 from dcnn.layers.inception import (
     REDUCTION_POOL,
     AuxClassifier,
@@ -45,7 +42,7 @@ from dcnn.layers.inception import (
     expanded_pair,
 )
 from dcnn.models._registry import ModelCfg, register_model
-from dcnn.models.googlenet import InceptionNet, block_prefixes, input_renormalization
+from dcnn.models.googlenet import TF_CONV, InceptionNet, block_prefixes, input_renormalization
 from dcnn.models.pretrained import StateDict, rename_prefixes
 
 
@@ -70,8 +67,9 @@ def inception_c(width: int) -> tuple[Branch, ...]:
     )
 
 
-# The layers, by TF-slim's and torchvision's names in lower case. The stem is the released model's.
-INCEPTION_V3: dict[str, Layer] = {
+# The released model's stem, 299×299×3 → 35×35×192 (see the module docstring), by TF-slim's names;
+# Inception-ResNet builds on it.
+RELEASED_STEM: dict[str, Layer] = {
     "conv_1a": Conv(32, 3, stride=2, padding=0),
     "conv_2a": Conv(32, 3, padding=0),
     "conv_2b": Conv(64, 3),
@@ -79,6 +77,10 @@ INCEPTION_V3: dict[str, Layer] = {
     "conv_3b": Conv(80),
     "conv_4a": Conv(192, 3, padding=0),
     "pool_5a": REDUCTION_POOL,
+}
+# The layers, by TF-slim's and torchvision's names in lower case.
+INCEPTION_V3: dict[str, Layer] = {
+    **RELEASED_STEM,
     "mixed_5b": inception_a(32),
     "mixed_5c": inception_a(64),
     "mixed_5d": inception_a(64),
@@ -172,7 +174,7 @@ def inception_v3(
     `transform_input` (default: on for RGB) converts ImageNet-normalized inputs to the [−1, 1]
     scaling of the checkpoints; `drop_rate` 0.5 before the classifier, as torchvision.
     """
-    conv = partial(ConvBnAct, bn_eps=1e-3)
+    conv = TF_CONV
     layers, _ = build_layers(in_chans, INCEPTION_V3, conv)
     aux = AuxClassifier(
         768, num_classes, conv, convs=(Conv(128), Conv(768, 5, padding=0)), grid=5, hidden=0

@@ -25,9 +25,6 @@ convolutions come in the order 1×7, 7×1. Dropout keeps 0.8 of the features as 
 
 from __future__ import annotations
 
-from functools import partial
-
-from dcnn.layers.conv_bn_act import ConvBnAct
 from dcnn.layers.inception import (
     REDUCTION_POOL,
     Branch,
@@ -40,7 +37,7 @@ from dcnn.layers.inception import (
     reduction_a,
 )
 from dcnn.models._registry import INCEPTION_MEAN, INCEPTION_STD, ModelCfg, register_model
-from dcnn.models.googlenet import InceptionNet, block_prefixes
+from dcnn.models.googlenet import TF_CONV, InceptionNet, block_prefixes
 from dcnn.models.pretrained import StateDict, rename_prefixes
 
 # TensorFlow's "SAME" average pooling divides by the number of pixels inside the image.
@@ -115,6 +112,15 @@ _TIMM_LAYERS: tuple[tuple[str, dict[str, str]], ...] = (
 )  # fmt: skip
 
 
+def build_inception_v4_family(
+    table: dict[str, Layer], num_classes: int, in_chans: int, drop_rate: float, head: str
+) -> InceptionNet:
+    """Inception-v4 or Inception-ResNet from its layer table: BN eps 0.001 (the release's) and the
+    average pool → dropout → linear head of Figures 9 and 15."""
+    layers, channels = build_layers(in_chans, table, TF_CONV)
+    return InceptionNet(layers, channels, num_classes, in_chans, drop_rate, head)
+
+
 def _timm_key_map(state_dict: StateDict) -> StateDict:
     """timm ``inception_v4`` names → ours."""
     prefixes = {"last_linear.": "head.fc."}
@@ -147,6 +153,4 @@ def inception_v4(
     head: str = "fc",
 ) -> InceptionNet:
     """Inception-v4 (Figure 9); takes inputs scaled to [−1, 1] (mean = std = 0.5)."""
-    conv = partial(ConvBnAct, bn_eps=1e-3)
-    layers, channels = build_layers(in_chans, INCEPTION_V4, conv)
-    return InceptionNet(layers, channels, num_classes, in_chans, drop_rate, head)
+    return build_inception_v4_family(INCEPTION_V4, num_classes, in_chans, drop_rate, head)
