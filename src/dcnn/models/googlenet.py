@@ -252,6 +252,33 @@ def _torchvision_key_map(state_dict: StateDict) -> StateDict:
 CLASSIFIERS = ("head.fc", *(f"aux_heads.{tap}.fc" for tap in AUX_TAPS))
 
 
+def build_googlenet(
+    conv: ConvFactory,
+    table: dict[str, Layer],
+    aux_pool_kernel: int | None,
+    num_classes: int,
+    in_chans: int,
+    drop_rate: float,
+    aux_logits: bool,
+    head: str,
+    input_transform: nn.Module | None = None,
+) -> InceptionNet:
+    """A GoogLeNet from its layer table, with the two auxiliary classifiers of §5 (loss weight 0.3
+    each) when `aux_logits`."""
+    features, _ = build_layers(in_chans, table, conv)
+    return InceptionNet(
+        features,
+        NUM_FEATURES,
+        num_classes,
+        in_chans,
+        drop_rate,
+        head,
+        aux_heads=googlenet_aux_heads(conv, num_classes, aux_pool_kernel) if aux_logits else None,
+        aux_loss_weights=(0.3, 0.3),
+        input_transform=input_transform,
+    )
+
+
 @register_model(
     ModelCfg(
         paper="Szegedy et al. 2014, Going Deeper with Convolutions",
@@ -275,18 +302,9 @@ def googlenet(
 ) -> InceptionNet:
     """GoogLeNet as in the paper: 5×5 branches, LRN, no batch normalization, two auxiliary
     classifiers (returned in training mode when `aux_logits`; weights 0.3 in ``aux_loss_weights``)."""
+    table = googlenet_table(lrn=True, wide_kernel=5, pool4=STAGE_POOL)
     conv = partial(ConvBnAct, norm=False)
-    features, _ = build_layers(in_chans, googlenet_table(lrn=True, wide_kernel=5, pool4=STAGE_POOL), conv)
-    return InceptionNet(
-        features,
-        NUM_FEATURES,
-        num_classes,
-        in_chans,
-        drop_rate,
-        head,
-        aux_heads=googlenet_aux_heads(conv, num_classes, pool_kernel=5) if aux_logits else None,
-        aux_loss_weights=(0.3, 0.3),
-    )
+    return build_googlenet(conv, table, 5, num_classes, in_chans, drop_rate, aux_logits, head)
 
 
 @register_model(
@@ -314,17 +332,6 @@ def googlenet_bn(
     `transform_input` (default: on for RGB) converts ImageNet-normalized inputs to the [−1, 1]
     scaling torchvision's checkpoint expects, as torchvision does when it loads it.
     """
-    conv = TF_CONV
-    pool4 = Pool("max", 2, stride=2, padding=0, ceil_mode=True)
-    features, _ = build_layers(in_chans, googlenet_table(lrn=False, wide_kernel=3, pool4=pool4), conv)
-    return InceptionNet(
-        features,
-        NUM_FEATURES,
-        num_classes,
-        in_chans,
-        drop_rate,
-        head,
-        aux_heads=googlenet_aux_heads(conv, num_classes, pool_kernel=None) if aux_logits else None,
-        aux_loss_weights=(0.3, 0.3),
-        input_transform=input_renormalization(transform_input, in_chans),
-    )
+    table = googlenet_table(lrn=False, wide_kernel=3, pool4=Pool("max", 2, stride=2, padding=0, ceil_mode=True))
+    transform = input_renormalization(transform_input, in_chans)
+    return build_googlenet(TF_CONV, table, None, num_classes, in_chans, drop_rate, aux_logits, head, transform)
