@@ -28,6 +28,8 @@ already a multiple of 8.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 import torch
@@ -88,6 +90,27 @@ def _check_width(width_mult: float) -> None:
         raise ValueError(f"width_mult must be positive (the paper uses 0.25 to 1.4), got {width_mult}")
 
 
+BlockFactory = Callable[..., nn.Module]
+"""Builds one block from (in_channels, out_channels, stride=...)."""
+
+
+def build_stages(
+    in_channels: int, rows: Iterable[tuple[int, int, int, BlockFactory]]
+) -> tuple[nn.Sequential, int]:
+    """One Sequential per row (out_channels, repeats, stride, block) of the papers' tables (v1 Table 1,
+    v2 Table 2): `repeats` blocks, the first with the row's stride, the rest with stride 1. Returns the
+    stages and their output channels."""
+    stages = []
+    channels = in_channels
+    for out_channels, repeats, stride, make_block in rows:
+        blocks = []
+        for index in range(repeats):
+            blocks.append(make_block(channels, out_channels, stride=stride if index == 0 else 1))
+            channels = out_channels
+        stages.append(nn.Sequential(*blocks))
+    return nn.Sequential(*stages), channels
+
+
 class MobileNetV1(ImageClassifier):
     """MobileNet v1: submodules `stem` (3×3/2 conv, BN, activation), `stages` (one Sequential of
     :class:`~dcnn.layers.separable.SeparableConv2d` per row of `V1_STAGES`), `head`."""
@@ -107,19 +130,11 @@ class MobileNetV1(ImageClassifier):
         self.in_chans = in_chans
         channels = scale_channels(STEM_CHANNELS * width_mult)
         self.stem = ConvBnAct(in_chans, channels, 3, stride=2, act=act)
-        stages = []
-        for out_channels, repeats, stride in V1_STAGES:
-            out_channels = scale_channels(out_channels * width_mult)
-            units = []
-            for index in range(repeats):
-                units.append(
-                    SeparableConv2d(channels, out_channels, 3, stride if index == 0 else 1, act=act, depthwise_act=act)
-                )
-                channels = out_channels
-            stages.append(nn.Sequential(*units))
-        self.stages = nn.Sequential(*stages)
-        self.num_features = channels
-        self.head = ClassifierHead(channels, num_classes, drop_rate=drop_rate, head=head)
+        separable = partial(SeparableConv2d, kernel_size=3, act=act, depthwise_act=act)
+        self.stages, self.num_features = build_stages(
+            channels, ((scale_channels(width * width_mult), n, s, separable) for width, n, s in V1_STAGES)
+        )
+        self.head = ClassifierHead(self.num_features, num_classes, drop_rate=drop_rate, head=head)
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -145,15 +160,13 @@ class MobileNetV2(ImageClassifier):
         self.in_chans = in_chans
         channels = scale_channels(STEM_CHANNELS * width_mult)
         self.stem = ConvBnAct(in_chans, channels, 3, stride=2, act="relu6")
-        stages = []
-        for expansion, out_channels, repeats, stride in V2_STAGES:
-            out_channels = scale_channels(out_channels * width_mult)
-            blocks = []
-            for index in range(repeats):
-                blocks.append(InvertedResidual(channels, out_channels, stride if index == 0 else 1, expansion))
-                channels = out_channels
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
+        self.stages, channels = build_stages(
+            channels,
+            (
+                (scale_channels(width * width_mult), n, s, partial(InvertedResidual, expand_ratio=t))
+                for t, width, n, s in V2_STAGES
+            ),
+        )
         self.num_features = scale_channels(V2_LAST_CHANNELS * max(1.0, width_mult))
         self.final_conv = ConvBnAct(channels, self.num_features, 1, act="relu6")
         self.head = ClassifierHead(self.num_features, num_classes, drop_rate=drop_rate, head=head)
