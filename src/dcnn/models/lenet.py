@@ -91,17 +91,15 @@ class TrainableSubsampling(nn.Module):
 class PartiallyConnectedConv(nn.Module):
     """C3: a 5×5 convolution in which output map j reads only the input maps `connections[j]`.
 
-    Only the connected kernels are parameters (1,500 weights + 16 biases for Table I); they are
-    scattered into a dense kernel, zeros elsewhere, for one fast convolution.
+    Only the connected kernels are parameters (1,500 weights + 16 biases for Table I), stored in
+    (output map, input map) order; they are scattered into a dense kernel, zeros elsewhere, for one
+    fast convolution.
     """
 
     def __init__(self, connections: tuple[tuple[int, ...], ...], in_channels: int, kernel_size: int) -> None:
         super().__init__()
-        mask = torch.zeros(len(connections), in_channels, dtype=torch.bool)
-        for out_map, in_maps in enumerate(connections):
-            mask[out_map, list(in_maps)] = True
-        self.register_buffer("connection_mask", mask, persistent=False)
-        self.connections = connections
+        self.connections = tuple(tuple(sorted(in_maps)) for in_maps in connections)
+        self.in_channels = in_channels
         self.kernel_size = kernel_size
         num_kernels = sum(len(in_maps) for in_maps in connections)
         self.weight = nn.Parameter(torch.empty(num_kernels, kernel_size, kernel_size))
@@ -116,10 +114,10 @@ class PartiallyConnectedConv(nn.Module):
             self.bias.zero_()
 
     def dense_weight(self) -> torch.Tensor:
-        out_maps, in_maps = self.connection_mask.shape
-        dense = self.weight.new_zeros(out_maps, in_maps, self.kernel_size, self.kernel_size)
-        dense[self.connection_mask] = self.weight
-        return dense
+        pairs = [(out_map, in_map) for out_map, in_maps in enumerate(self.connections) for in_map in in_maps]
+        rows, cols = torch.tensor(pairs, device=self.weight.device).unbind(1)
+        dense = self.weight.new_zeros(len(self.connections), self.in_channels, self.kernel_size, self.kernel_size)
+        return dense.index_put((rows, cols), self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.dense_weight(), self.bias)
