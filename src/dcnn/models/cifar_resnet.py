@@ -49,14 +49,18 @@ def cifar_arch(depth: int, **overrides: Any) -> dict[str, Any]:
     return {**arch, **overrides}
 
 
-def cifar_cfg(paper: str, year: int, num_params: int, source: str) -> ModelCfg:
+def cifar_cfg(
+    paper: str, year: int, num_params: int, source: str, min_input_size: tuple[int, int, int] = (3, 8, 8)
+) -> ModelCfg:
+    """The registry entry of a CIFAR-10 model (32×32 inputs, CIFAR mean/std, no crop) with a `stem.conv`
+    first convolution and a `head.fc` classifier; the default minimum input size is the CIFAR ResNets'."""
     return ModelCfg(
         paper=paper,
         year=year,
         num_params=num_params,
         num_params_source=source,
         input_size=(3, 32, 32),
-        min_input_size=(3, 8, 8),
+        min_input_size=min_input_size,
         num_classes=10,
         mean=CIFAR_MEAN,
         std=CIFAR_STD,

@@ -31,7 +31,8 @@ from dcnn.layers.conv_bn_act import ConvBnAct
 from dcnn.layers.dense import DenseBlock, Transition
 from dcnn.layers.head import ClassifierHead
 from dcnn.models._base import ImageClassifier
-from dcnn.models._registry import CIFAR_MEAN, CIFAR_STD, ModelCfg, register_model
+from dcnn.models._registry import ModelCfg, register_model
+from dcnn.models.cifar_resnet import cifar_cfg
 
 PAPER = "Huang et al. 2017, Densely Connected Convolutional Networks"
 
@@ -215,22 +216,8 @@ def densenet201(
     return DenseNet(SPECS["densenet201"], num_classes, in_chans, head, drop_rate, memory_efficient)
 
 
-@register_model(
-    ModelCfg(
-        paper=PAPER,
-        year=2017,
-        num_params=769_162,
-        num_params_source="computed; paper Table 2 gives 0.8M",
-        input_size=(3, 32, 32),
-        min_input_size=(3, 4, 4),  # two 2×2 poolings
-        num_classes=10,
-        mean=CIFAR_MEAN,
-        std=CIFAR_STD,
-        first_conv="stem.conv",
-        classifier=("head.fc",),
-        crop_pct=1.0,
-    )
-)
+# The smallest input survives the two 2×2 poolings of the transitions.
+@register_model(cifar_cfg(PAPER, 2017, 769_162, "computed; paper Table 2 gives 0.8M", min_input_size=(3, 4, 4)))
 def densenet_bc_100_k12(
     num_classes: int = 10,
     in_chans: int = 3,
