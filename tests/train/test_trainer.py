@@ -116,3 +116,31 @@ def test_existing_run_dir_is_not_overwritten(tmp_path):
     train(tiny_config(tmp_path, epochs=1))
     with pytest.raises(Exception, match="already holds a run"):
         train(tiny_config(tmp_path, epochs=1))
+
+
+def one_step_update(tmp_path, **overrides) -> dict[str, torch.Tensor]:
+    cfg = tiny_config(tmp_path, momentum=0.0, lr=1.0, epochs=1, **overrides)
+    (tmp_path / "run").mkdir(parents=True)
+    trainer = Trainer(cfg, tmp_path / "run")
+    before = {k: v.clone() for k, v in trainer.model.named_parameters()}
+    trainer.train_step(torch.arange(50))
+    return {k: v.detach() - before[k] for k, v in trainer.model.named_parameters()}
+
+
+def test_gradient_clipping_by_norm_and_by_value(tmp_path):
+    by_norm = one_step_update(tmp_path / "norm", clip_grad_norm=1e-3)
+    total = torch.sqrt(sum(d.pow(2).sum() for d in by_norm.values()))
+    assert total.item() == pytest.approx(1e-3, rel=1e-3)  # plain SGD, lr 1: the update is the clipped gradient
+    by_value = one_step_update(tmp_path / "value", clip_grad_value=1e-4)
+    assert max(d.abs().max().item() for d in by_value.values()) == pytest.approx(1e-4, rel=1e-3)
+
+
+def test_early_stopping_ends_the_run_when_validation_stalls(tmp_path):
+    run_dir, _ = train(tiny_config(tmp_path, epochs=6, lr=1e-12, early_stopping=2))
+    rows = list(csv.DictReader((run_dir / "metrics.csv").read_text().splitlines()))
+    assert len(rows) == 3  # epoch 1 sets the best; epochs 2 and 3 do not beat it
+
+
+def test_bf16_and_channels_last_train(tmp_path):
+    run_dir, result = train(tiny_config(tmp_path, epochs=1, bf16=True, channels_last=True))
+    assert result.num_samples == 300 and (run_dir / "model.safetensors").is_file()
