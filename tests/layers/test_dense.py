@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from dcnn.layers.dense import BnActConv, DenseBlock, DenseLayer, Transition
+from dcnn.layers.dense import DenseBlock, DenseLayer, Transition
 
 
 def test_dense_layer_adds_growth_rate_channels_through_a_4k_bottleneck():
@@ -45,13 +45,6 @@ def test_transition_compresses_and_halves_resolution():
     assert [name for name, _ in transition.named_children()] == ["bn", "act", "conv", "pool"]
     assert transition.conv.weight.shape == (128, 256, 1, 1)
     assert transition(torch.randn(1, 256, 14, 14)).shape == (1, 128, 7, 7)
-
-
-def test_dropout_follows_each_convolution_when_asked():
-    unit = BnActConv(8, 4, 3, drop_rate=0.2)
-    assert [name for name, _ in unit.named_children()] == ["bn", "act", "conv", "drop"]
-    assert unit.drop.p == 0.2
-    assert not hasattr(BnActConv(8, 4, 3), "drop")
 
 
 @pytest.mark.parametrize("bn_size", [4, None])

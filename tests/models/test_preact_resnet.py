@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from dcnn.layers.residual import BnActConv, PreActResidualBlock
+from dcnn.layers.bn_act_conv import BnActConv
+from dcnn.layers.residual import PreActResidualBlock
 from dcnn.models import create_model
 
 

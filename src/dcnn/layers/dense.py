@@ -14,19 +14,7 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
-
-class BnActConv(nn.Sequential):
-    """Batch norm → ReLU → convolution (→ dropout): the composite function of §3, with submodules
-    `bn`, `act`, `conv` (and `drop` when `drop_rate` > 0; §4.2 adds dropout after each convolution
-    but the first)."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, drop_rate: float = 0.0) -> None:
-        super().__init__()
-        self.bn = nn.BatchNorm2d(in_channels)
-        self.act = nn.ReLU()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
-        if drop_rate > 0:
-            self.drop = nn.Dropout(drop_rate)
+from dcnn.layers.bn_act_conv import BnActConv
 
 
 class DenseLayer(nn.Module):
@@ -48,8 +36,9 @@ class DenseLayer(nn.Module):
         memory_efficient: bool = False,
     ) -> None:
         super().__init__()
-        self.bottleneck = BnActConv(in_channels, bn_size * growth_rate, 1, drop_rate) if bn_size else nn.Identity()
-        self.composite = BnActConv(bn_size * growth_rate if bn_size else in_channels, growth_rate, 3, drop_rate)
+        width = bn_size * growth_rate if bn_size else in_channels
+        self.bottleneck = BnActConv(in_channels, width, 1, drop_rate=drop_rate) if bn_size else nn.Identity()
+        self.composite = BnActConv(width, growth_rate, 3, drop_rate=drop_rate)
         self.memory_efficient = memory_efficient
 
     def _concat_bottleneck(self, *features: torch.Tensor) -> torch.Tensor:
@@ -94,6 +83,6 @@ class Transition(BnActConv):
     """BN → ReLU → 1×1 conv to `out_channels` → 2×2 average pooling, stride 2 (§3, "Pooling layers")."""
 
     def __init__(self, in_channels: int, out_channels: int, drop_rate: float = 0.0) -> None:
-        super().__init__(in_channels, out_channels, 1, drop_rate)
+        super().__init__(in_channels, out_channels, 1, drop_rate=drop_rate)
         self.pool = nn.AvgPool2d(kernel_size=2, stride=2)
         self.out_channels = out_channels

@@ -38,6 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dcnn.errors import DcnnError
+from dcnn.layers.bn_act_conv import BnActConv
 from dcnn.layers.conv_bn_act import ConvBnAct, same_padding
 
 BLOCK_EXPANSION = {"basic": 1, "bottleneck": 4}
@@ -223,17 +224,17 @@ class ResidualBlock(nn.Module):
         return self.act(out)
 
 
-class BnActConv(nn.Sequential):
-    """BatchNorm → ReLU (→ dropout) → conv: the pre-activation unit (2016b, Fig. 4e), submodules
-    `bn`, `act`, [`drop`], `conv`."""
-
-    def __init__(self, spec: ConvSpec, drop_rate: float = 0.0) -> None:
-        super().__init__()
-        self.bn = nn.BatchNorm2d(spec.in_channels)
-        self.act = nn.ReLU()
-        if drop_rate > 0:
-            self.drop = nn.Dropout(drop_rate)
-        self.conv = _conv(spec)
+def _bn_act_conv(spec: ConvSpec, drop_rate: float) -> BnActConv:
+    """The pre-activation unit (2016b, Fig. 4e) with the Wide ResNets' dropout before the conv."""
+    return BnActConv(
+        spec.in_channels,
+        spec.out_channels,
+        spec.kernel_size,
+        stride=spec.stride,
+        groups=spec.groups,
+        drop_rate=drop_rate,
+        dropout="before_conv",
+    )
 
 
 class PreActResidualBlock(nn.Module):
@@ -274,7 +275,7 @@ class PreActResidualBlock(nn.Module):
             else nn.Identity()
         )
         units: list[tuple[str, nn.Module]] = [("conv1", _conv(convs[0]))]
-        units += [(f"conv{i + 1}", BnActConv(spec, drop_rate)) for i, spec in enumerate(convs) if i > 0]
+        units += [(f"conv{i + 1}", _bn_act_conv(spec, drop_rate)) for i, spec in enumerate(convs) if i > 0]
         self.residual = nn.Sequential(OrderedDict(units))
         self.shortcut = make_shortcut(shortcut, in_channels, out_channels, stride, norm=False)
         self.projects = isinstance(self.shortcut, ConvBnAct)
