@@ -12,6 +12,7 @@ import torch.nn as nn
 from dcnn.errors import DcnnError
 from dcnn.models import create_model, get_model_cfg
 from dcnn.models.densenet import torchvision_key_map
+from tests.models.key_map_checks import assert_same_values
 from tests.models.reference import synthesize_state_dict
 
 
@@ -106,8 +107,7 @@ def test_key_map_spot_checks_by_value():
         "features.norm5.weight": model.final_bn.weight,
         "classifier.weight": model.head.fc.weight,
     }
-    for key, ours in pairs.items():
-        assert torch.equal(ours, source[key]), key
+    assert_same_values(pairs, source)
 
 
 def test_key_map_accepts_torchvision_old_layer_key_spelling():

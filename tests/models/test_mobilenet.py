@@ -9,10 +9,10 @@ import torch.nn as nn
 
 from dcnn.errors import DcnnError
 from dcnn.layers.separable import SeparableConv2d
-from dcnn.models import create_model, get_model_cfg
+from dcnn.models import create_model
 from dcnn.models.mobilenet import scale_channels
 from tests.layers.test_separable import mult_adds
-from tests.models.reference import synthesize_state_dict
+from tests.models.key_map_checks import assert_same_values, load_synthesized_reference
 
 
 def build_meta(name: str, **options) -> nn.Module:
@@ -105,10 +105,7 @@ def test_v1_relu6_variant_differs_only_in_its_activation():
 
 
 def test_v1_timm_key_map_spot_checks_by_value():
-    cfg = get_model_cfg("mobilenet_v1_relu6")
-    source = synthesize_state_dict(cfg.reference)
-    model = create_model("mobilenet_v1_relu6")
-    model.load_state_dict(cfg.key_map(source))
+    model, source = load_synthesized_reference("mobilenet_v1_relu6")
     pairs = {
         "conv_stem.weight": model.stem.conv.weight,
         "bn1.running_var": model.stem.bn.running_var,
@@ -118,8 +115,7 @@ def test_v1_timm_key_map_spot_checks_by_value():
         "blocks.2.0.bn2.running_mean": model.stages[2][0].pointwise.bn.running_mean,
         "classifier.bias": model.head.fc.bias,
     }
-    for key, ours in pairs.items():
-        assert torch.equal(ours, source[key]), key
+    assert_same_values(pairs, source)
 
 
 # ---------------------------------------------------------------- MobileNet v2 (Sandler et al. 2018)
@@ -181,10 +177,7 @@ def test_scale_channels_rounds_to_multiples_of_8_within_10_percent():
 
 
 def test_v2_torchvision_key_map_spot_checks_by_value():
-    cfg = get_model_cfg("mobilenet_v2")
-    source = synthesize_state_dict(cfg.reference)
-    model = create_model("mobilenet_v2")
-    model.load_state_dict(cfg.key_map(source))
+    model, source = load_synthesized_reference("mobilenet_v2")
     pairs = {
         "features.0.0.weight": model.stem.conv.weight,
         "features.0.1.running_mean": model.stem.bn.running_mean,
@@ -201,8 +194,7 @@ def test_v2_torchvision_key_map_spot_checks_by_value():
         "features.18.1.bias": model.final_conv.bn.bias,
         "classifier.1.weight": model.head.fc.weight,
     }
-    for key, ours in pairs.items():
-        assert torch.equal(ours, source[key]), key
+    assert_same_values(pairs, source)
 
 
 def test_width_multiplier_must_be_positive():

@@ -10,6 +10,7 @@ import torch.nn as nn
 from dcnn.errors import DcnnError
 from dcnn.models import create_model, load_pretrained
 from dcnn.models.resnet import torchvision_key_map
+from tests.models.key_map_checks import assert_same_values
 from tests.models.reference import synthesize_state_dict
 
 
@@ -167,8 +168,7 @@ def test_key_map_puts_torchvision_tensors_in_the_expected_modules(torchvision_re
         "fc.weight": model.head.fc.weight,
         "fc.bias": model.head.fc.bias,
     }
-    for key, tensor in spots.items():
-        assert torch.equal(tensor, source[key]), key
+    assert_same_values(spots, source)
 
 
 def test_torchvision_checkpoint_loads_with_either_stride_placement(torchvision_resnet50, tmp_path):

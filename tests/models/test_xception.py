@@ -10,7 +10,7 @@ import torch.nn as nn
 from dcnn.layers.separable import SeparableConv2d
 from dcnn.models import create_model, get_model_cfg
 from dcnn.models.xception import XceptionBlock
-from tests.models.reference import synthesize_state_dict
+from tests.models.key_map_checks import assert_same_values, load_synthesized_reference
 
 
 def build_meta(**options) -> nn.Module:
@@ -70,10 +70,7 @@ def test_dropout_before_the_classifier():
 
 
 def test_timm_key_map_spot_checks_by_value():
-    cfg = get_model_cfg("xception")
-    source = synthesize_state_dict(cfg.reference)
-    model = create_model("xception")
-    model.load_state_dict(cfg.key_map(source))
+    model, source = load_synthesized_reference("xception")
     pairs = {
         "conv1.weight": model.stem[0].conv.weight,
         "bn2.running_var": model.stem[1].bn.running_var,
@@ -92,8 +89,7 @@ def test_timm_key_map_spot_checks_by_value():
         "bn4.running_mean": model.exit_flow[2].pointwise.bn.running_mean,
         "fc.weight": model.head.fc.weight,
     }
-    for key, ours in pairs.items():
-        assert torch.equal(ours, source[key]), key
+    assert_same_values(pairs, source)
 
 
 def test_min_input_size_is_the_smallest_that_works():
