@@ -42,10 +42,10 @@ from dcnn.layers.inception import (
     Stack,
     reduction_a,
 )
-from dcnn.models._registry import INCEPTION_MEAN, INCEPTION_STD, ModelCfg, register_model
+from dcnn.models._registry import register_model
 from dcnn.models.googlenet import InceptionNet, block_prefixes
 from dcnn.models.inception_v3 import RELEASED_STEM
-from dcnn.models.inception_v4 import build_inception_v4_family
+from dcnn.models.inception_v4 import build_inception_v4_family, inception_v4_family_cfg
 from dcnn.models.pretrained import StateDict, rename_prefixes
 
 # §3.3: residual scaling factors of the A (35×35), B (17×17) and C (8×8) blocks.
@@ -136,24 +136,7 @@ def _timm_key_map(state_dict: StateDict) -> StateDict:
     return rename_prefixes(state_dict, prefixes)
 
 
-PAPER = "Szegedy et al. 2016, Inception-v4, Inception-ResNet and the Impact of Residual Connections"
-
-
-@register_model(
-    ModelCfg(
-        paper=PAPER,
-        year=2016,
-        num_params=22_756_328,
-        num_params_source="computed; the paper gives none",
-        input_size=(3, 299, 299),
-        min_input_size=(3, 75, 75),
-        mean=INCEPTION_MEAN,
-        std=INCEPTION_STD,
-        first_conv="features.conv_1a.conv",
-        classifier=("head.fc",),
-        interpolation="bicubic",
-    )
-)
+@register_model(inception_v4_family_cfg(22_756_328, num_params_source="computed; the paper gives none"))
 def inception_resnet_v1(
     num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2, head: str = "fc"
 ) -> InceptionNet:
@@ -162,21 +145,7 @@ def inception_resnet_v1(
 
 
 @register_model(
-    ModelCfg(
-        paper=PAPER,
-        year=2016,
-        num_params=55_843_464,
-        reference="timm/inception_resnet_v2",
-        input_size=(3, 299, 299),
-        min_input_size=(3, 75, 75),
-        mean=INCEPTION_MEAN,
-        std=INCEPTION_STD,
-        key_map=_timm_key_map,
-        first_conv="features.conv_1a.conv",
-        classifier=("head.fc",),
-        interpolation="bicubic",
-        crop_pct=0.8975,
-    )
+    inception_v4_family_cfg(55_843_464, reference="timm/inception_resnet_v2", key_map=_timm_key_map, crop_pct=0.8975)
 )
 def inception_resnet_v2(
     num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2, head: str = "fc"

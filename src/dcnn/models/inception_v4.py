@@ -25,6 +25,8 @@ convolutions come in the order 1×7, 7×1. Dropout keeps 0.8 of the features as 
 
 from __future__ import annotations
 
+from typing import Any
+
 from dcnn.layers.inception import (
     REDUCTION_POOL,
     Branch,
@@ -121,6 +123,27 @@ def build_inception_v4_family(
     return InceptionNet(layers, channels, num_classes, in_chans, drop_rate, head)
 
 
+PAPER = "Szegedy et al. 2016, Inception-v4, Inception-ResNet and the Impact of Residual Connections"
+
+
+def inception_v4_family_cfg(num_params: int, **fields: Any) -> ModelCfg:
+    """The registry entry of Inception-v4 and Inception-ResNet: 299×299 inputs scaled to [−1, 1]
+    (mean = std = 0.5), bicubic resizing; `fields` adds the rest (reference, key_map, ...)."""
+    return ModelCfg(
+        paper=PAPER,
+        year=2016,
+        num_params=num_params,
+        input_size=(3, 299, 299),
+        min_input_size=(3, 75, 75),
+        mean=INCEPTION_MEAN,
+        std=INCEPTION_STD,
+        first_conv="features.conv_1a.conv",
+        classifier=("head.fc",),
+        interpolation="bicubic",
+        **fields,
+    )
+
+
 def _timm_key_map(state_dict: StateDict) -> StateDict:
     """timm ``inception_v4`` names → ours."""
     prefixes = {"last_linear.": "head.fc."}
@@ -130,22 +153,7 @@ def _timm_key_map(state_dict: StateDict) -> StateDict:
     return rename_prefixes(state_dict, prefixes)
 
 
-@register_model(
-    ModelCfg(
-        paper="Szegedy et al. 2016, Inception-v4, Inception-ResNet and the Impact of Residual Connections",
-        year=2016,
-        num_params=42_679_816,
-        reference="timm/inception_v4",
-        input_size=(3, 299, 299),
-        min_input_size=(3, 75, 75),
-        mean=INCEPTION_MEAN,
-        std=INCEPTION_STD,
-        key_map=_timm_key_map,
-        first_conv="features.conv_1a.conv",
-        classifier=("head.fc",),
-        interpolation="bicubic",
-    )
-)
+@register_model(inception_v4_family_cfg(42_679_816, reference="timm/inception_v4", key_map=_timm_key_map))
 def inception_v4(
     num_classes: int = 1000,
     in_chans: int = 3,
