@@ -217,14 +217,13 @@ class SeparableStack(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> None:
         super().__init__()
-        self.act_1 = nn.ReLU()
-        self.depthwise_1 = SameConv2d(in_channels, in_channels, kernel_size, stride, groups=in_channels)
-        self.pointwise_1 = nn.Conv2d(in_channels, out_channels, 1, bias=False)
-        self.bn_1 = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
-        self.act_2 = nn.ReLU()
-        self.depthwise_2 = SameConv2d(out_channels, out_channels, kernel_size, 1, groups=out_channels)
-        self.pointwise_2 = nn.Conv2d(out_channels, out_channels, 1, bias=False)
-        self.bn_2 = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+        for index, (channels, unit_stride) in enumerate(((in_channels, stride), (out_channels, 1)), start=1):
+            self.add_module(f"act_{index}", nn.ReLU())
+            self.add_module(
+                f"depthwise_{index}", SameConv2d(channels, channels, kernel_size, unit_stride, groups=channels)
+            )
+            self.add_module(f"pointwise_{index}", nn.Conv2d(channels, out_channels, 1, bias=False))
+            self.add_module(f"bn_{index}", nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM))
 
 
 def make_operation(name: str, in_channels: int, out_channels: int, stride: int) -> nn.Module:
