@@ -174,11 +174,8 @@ def inception_v3(
     `transform_input` (default: on for RGB) converts ImageNet-normalized inputs to the [−1, 1]
     scaling of the checkpoints; `drop_rate` 0.5 before the classifier, as torchvision.
     """
-    conv = TF_CONV
-    layers, _ = build_layers(in_chans, INCEPTION_V3, conv)
-    aux = AuxClassifier(
-        768, num_classes, conv, convs=(Conv(128), Conv(768, 5, padding=0)), grid=5, hidden=0
-    )
+    layers, _ = build_layers(in_chans, INCEPTION_V3, TF_CONV)
+    aux = AuxClassifier(768, num_classes, TF_CONV, convs=(Conv(128), Conv(768, 5, padding=0)), grid=5, hidden=0)
     return InceptionNet(
         layers,
         NUM_FEATURES,
