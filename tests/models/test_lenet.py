@@ -90,3 +90,10 @@ def test_batch_norm_option_of_the_modern_variant():
         "features.bn1", "features.bn3", "features.bn5"]
     with pytest.raises(DcnnError, match="batch_norm is an option of lenet5_modern"):
         create_model("lenet5", batch_norm=True)
+
+
+def test_rbf_scale_is_a_temperature_on_the_penalties():
+    x = torch.randn(2, 84)
+    plain, scaled = EuclideanRBF(10), EuclideanRBF(10, scale=0.1)
+    torch.testing.assert_close(scaled(x), 0.1 * plain(x))
+    assert create_model("lenet5", rbf_scale=0.1).output.scale == 0.1

@@ -124,14 +124,18 @@ class PartiallyConnectedConv(nn.Module):
 
 
 class EuclideanRBF(nn.Module):
-    """Output layer: y_i = Σ_j (x_j − w_ij)² with fixed codes w (eq. 7); returns logits −y."""
+    """Output layer: y_i = Σ_j (x_j − w_ij)² with fixed codes w (eq. 7); returns logits −scale·y.
 
-    def __init__(self, num_classes: int) -> None:
+    `scale` < 1 softens the softmax over the penalties (a temperature): the squared distances reach
+    hundreds, which the paper's second-order optimizer tolerates and plain SGD does not."""
+
+    def __init__(self, num_classes: int, scale: float = 1.0) -> None:
         super().__init__()
+        self.scale = scale
         self.register_buffer("codes", rbf_codes(num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return -(x.unsqueeze(1) - self.codes).pow(2).sum(dim=-1)
+        return -self.scale * (x.unsqueeze(1) - self.codes).pow(2).sum(dim=-1)
 
 
 class LeNet5(ImageClassifier):
@@ -149,12 +153,14 @@ class LeNet5(ImageClassifier):
         head: str = "fc",
         drop_rate: float = 0.0,
         batch_norm: bool = False,
+        rbf_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if faithful and batch_norm:
             raise ValueError("batch_norm is an option of lenet5_modern; the 1998 network has no normalization")
         self.num_classes, self.in_chans, self.num_features = num_classes, in_chans, F6_UNITS
         self.faithful = faithful
+        self.rbf_scale = rbf_scale
         self.head_type = check_head_type(head)
         act_layer = get_act(act) if act else (ScaledTanh if faithful else nn.ReLU)
 
@@ -191,7 +197,7 @@ class LeNet5(ImageClassifier):
         if num_classes <= 0:
             return nn.Identity()
         if self.faithful:
-            return EuclideanRBF(num_classes)
+            return EuclideanRBF(num_classes, self.rbf_scale)
         if self.head_type == "conv":
             return nn.Conv2d(F6_UNITS, num_classes, 1)
         return nn.Linear(F6_UNITS, num_classes)
