@@ -41,13 +41,16 @@ def models_command(
     if not table:
         out.print("\n".join(names), highlight=False)
         return
-    grid = Table("model", "family", "year", "paper", "params", "input", "params source")
+    grid = Table("model", "family", "year", "paper", "params", "input", "params source", "title")
     for name in names:
         entry = get_entry(name)
         cfg = entry.cfg
-        grid.add_row(name, entry.family, str(cfg.year), cfg.paper.split(",")[0], f"{cfg.num_params:,}",
-                     "x".join(map(str, cfg.input_size)), cfg.reference or cfg.num_params_source)
-    out.print(grid)
+        citation, _, title = cfg.paper.partition(f"{cfg.year}, ")
+        grid.add_row(name, entry.family, str(cfg.year), f"{citation}{cfg.year}" if title else cfg.paper,
+                     f"{cfg.num_params:,}", "x".join(map(str, cfg.input_size)),
+                     cfg.reference or cfg.num_params_source, title)
+    # Piped output has no terminal width: keep one model per line rather than wrapping at 80 columns.
+    (out if out.is_terminal else Console(width=300)).print(grid)
 
 
 @app.command("summary")
