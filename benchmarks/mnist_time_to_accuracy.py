@@ -183,11 +183,12 @@ def main() -> None:
         base = baseline(args.data_dir, args.target, args.eval_every, args.baseline_epochs)
         rows.append(("PyTorch examples MNIST (baseline)", base))
     if args.lenet5:
-        rows.append(("dcnn lenet5 (faithful), full recipe", dcnn_recipe("lenet5", args.data_dir, None, 1.0)))
+        # No target: the whole recipe runs; its seconds are the run's wall time (with per-epoch validation).
+        rows.append(("dcnn lenet5 (faithful), whole recipe", dcnn_recipe("lenet5", args.data_dir, None, 1.0)))
 
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}")
-    print(f"| recipe | seconds to {100 * args.target:.1f}% | epochs | test accuracy |")
+    print(f"| recipe | seconds to {100 * args.target:.1f}% (whole recipe: to the end) | epochs | test accuracy |")
     print("|---|---:|---:|---:|")
     for name, r in rows:
         print(f"| {name} | {r['seconds']:.1f} | {r['epochs']:.2f} | {100 * r['accuracy']:.2f}% |")
