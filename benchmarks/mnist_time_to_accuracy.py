@@ -176,6 +176,9 @@ def main() -> None:
     if find_mnist(args.data_dir) is None:
         raise SystemExit("full MNIST not found: set DCNN_DATA_DIR or --data-dir to the folder holding mnist/")
 
+    # Torch imports some modules lazily, on first use (constructing an optimizer imports torch._dynamo,
+    # about 2 s): pay that once here so that neither recipe's time includes it.
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     rows = []
     ours = dcnn_recipe(args.recipe, args.data_dir, args.target, args.eval_every)
     rows.append((f"dcnn {args.recipe}", ours))
