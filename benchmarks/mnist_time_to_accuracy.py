@@ -31,6 +31,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from dcnn.data.mnist import find_mnist, load_mnist
+from dcnn.data.prepare import batches
+from dcnn.evaluate.metrics import evaluate
 from dcnn.train import load_recipe, train
 from dcnn.train.trainer import Trainer
 
@@ -148,19 +150,8 @@ def dcnn_recipe(recipe: str, data_dir: str | None, target: float | None, eval_ev
 
 
 def trainer_test_accuracy(trainer: Trainer) -> float:
-    model = trainer.model
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in _test_batches(trainer))
-    model.train(was_training)
-    return correct / len(trainer.data.test_y)
-
-
-def _test_batches(trainer: Trainer):
-    x, y = trainer.data.test_x, trainer.data.test_y
-    for i in range(0, len(y), 1000):
-        yield x[i : i + 1000], y[i : i + 1000]
+    test = batches(trainer.data.test_x, trainer.data.test_y, 1000)
+    return evaluate(trainer.model, test, trainer.device, topk=(1,), num_hardest=0).accuracy(1)
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ from dcnn.data.prepare import (
 from dcnn.errors import DcnnError
 from dcnn.evaluate.metrics import ClassificationResult, evaluate
 from dcnn.fileio import atomic_output
-from dcnn.models import create_model
+from dcnn.models import create_model, get_model_cfg
 from dcnn.train import checkpoint as ckpt
 from dcnn.train.config import TrainConfig, make_config, save_config
 from dcnn.train.optim import build_optimizer, build_scheduler, l1_penalty, steps_per_epoch
@@ -125,8 +125,6 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.after_step = after_step
         torch.manual_seed(cfg.seed)
-        from dcnn.models._registry import get_model_cfg
-
         model_cfg = get_model_cfg(cfg.model)
         self.data = prepare_data(cfg, model_cfg, self.device)
         self.model = create_model(cfg.model, num_classes=len(self.data.class_names),
