@@ -92,6 +92,48 @@ def test_batch_norm_option_of_the_modern_variant():
         create_model("lenet5", batch_norm=True)
 
 
+def test_pool_first_without_batch_norm_computes_the_same_function():
+    torch.manual_seed(0)
+    default, pooled_first = create_model("lenet5_modern"), create_model("lenet5_modern", pool_first=True)
+    pooled_first.load_state_dict(default.state_dict())  # same parameter names and shapes
+    x = torch.randn(3, 1, 28, 28)
+    torch.testing.assert_close(pooled_first(x), default(x))  # max(relu(a)) == relu(max(a))
+    assert [n for n, _ in pooled_first.features.named_children()][:4] == ["c1", "s2", "act1", "act2"]
+
+
+def test_pool_first_normalizes_the_pooled_maps():
+    model = create_model("lenet5_modern", batch_norm=True, pool_first=True)
+    seen = {}
+
+    def record(name: str):
+        def hook(module: torch.nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
+            seen[name] = tuple(inputs[0].shape)
+        return hook
+
+    model.features.bn1.register_forward_hook(record("bn1"))
+    model.features.bn3.register_forward_hook(record("bn3"))
+    model(torch.randn(2, 1, 28, 28))
+    assert seen == {"bn1": (2, 6, 14, 14), "bn3": (2, 16, 5, 5)}
+    assert params(model) == params(create_model("lenet5_modern", batch_norm=True))
+
+
+def test_maps_sets_the_feature_map_counts():
+    model = create_model("lenet5_modern", batch_norm=True, maps=[8, 24, 120])
+    c1, c3, c5 = 8 * 25 + 8, 24 * 8 * 25 + 24, 120 * 24 * 25 + 120
+    f6, output, norms = 120 * 84 + 84, 84 * 10 + 10, 2 * (8 + 24 + 120)
+    assert params(model) == c1 + c3 + c5 + f6 + output + norms == 88_470
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(DcnnError, match="maps must be three positive counts"):
+        create_model("lenet5_modern", maps=(8, 0, 120))
+
+
+def test_faithful_lenet5_rejects_the_modern_options():
+    with pytest.raises(DcnnError, match="pool_first is an option of lenet5_modern"):
+        create_model("lenet5", pool_first=True)
+    with pytest.raises(DcnnError, match="maps is an option of lenet5_modern"):
+        create_model("lenet5", maps=(8, 24, 120))
+
+
 def test_rbf_scale_is_a_temperature_on_the_penalties():
     x = torch.randn(2, 84)
     plain, scaled = EuclideanRBF(10), EuclideanRBF(10, scale=0.1)

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
+from dcnn import create_model
 from dcnn.errors import DcnnError
 from dcnn.train import load_recipe, make_config
 from dcnn.train.recipes import bundled_recipes
@@ -30,9 +32,11 @@ def test_invalid_values_name_the_field(values, fragment):
 
 def test_bundled_recipes_are_valid_and_overridable():
     recipes = bundled_recipes()
-    assert {"lenet5", "lenet5_modern", "demo"} <= set(recipes)
+    assert {"lenet5", "lenet5_modern", "demo", "mnist_fast"} <= set(recipes)
     for name in recipes:
-        load_recipe(name)
+        cfg = load_recipe(name)
+        with torch.device("meta"):  # the recipe's model options are accepted by its model
+            create_model(cfg.model, **cfg.model_options)
     cfg = load_recipe("lenet5", {"epochs": 1})
     assert cfg.model == "lenet5" and cfg.epochs == 1
 
