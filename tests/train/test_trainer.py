@@ -21,9 +21,10 @@ def weights(run_dir):
 
 
 def test_a_run_learns_and_writes_its_files(tmp_path):
-    run_dir, result = train(tiny_config(tmp_path, epochs=3))
+    run_dir, result = train(tiny_config(tmp_path, epochs=3, optimizer="adam", lr=0.003))
     assert result.num_samples == 300
-    assert result.accuracy(1) > 0.5  # 540 training images, 3 epochs: far above chance (0.1)
+    # 600 training images, 3 epochs: far above chance (0.1); seeds 0-5 gave 71-83%
+    assert result.accuracy(1) > 0.6
     rows = list(csv.DictReader((run_dir / "metrics.csv").read_text().splitlines()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
