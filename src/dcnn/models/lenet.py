@@ -35,6 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dcnn.layers.activations import ScaledTanh, get_act
+from dcnn.layers.conv import WholeMapConv2d
 from dcnn.layers.head import check_head_type
 from dcnn.layers.pooling import GlobalPool2d
 from dcnn.models._base import ImageClassifier
@@ -202,7 +203,7 @@ class LeNet5(ImageClassifier):
         conv_stage(1, nn.Conv2d(in_chans, c1_maps, 5, padding=0 if faithful else 2), c1_maps)
         c3 = PartiallyConnectedConv(C3_CONNECTIONS, 6, 5) if faithful else nn.Conv2d(c1_maps, c3_maps, 5)
         conv_stage(3, c3, c3_maps)
-        self.features.add_module("c5", nn.Conv2d(c3_maps, c5_maps, 5))
+        self.features.add_module("c5", WholeMapConv2d(c3_maps, c5_maps, 5))
         if batch_norm:
             self.features.add_module("bn5", nn.BatchNorm2d(c5_maps))
         self.features.add_module("act5", act_layer())
