@@ -123,7 +123,9 @@ def baseline(data_dir: str | None, target: float, eval_every: float, max_epochs:
 
 
 # ----- dcnn -------------------------------------------------------------------------------------
-def dcnn_recipe(recipe: str, data_dir: str | None, target: float | None, eval_every: float) -> dict:
+def dcnn_recipe(
+    recipe: str, data_dir: str | None, target: float | None, eval_every: float, seed: int | None = None
+) -> dict:
     watch = Stopwatch()
     reached: dict = {}
 
@@ -141,7 +143,8 @@ def dcnn_recipe(recipe: str, data_dir: str | None, target: float | None, eval_ev
         return False
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_recipe(recipe, {"data_dir": data_dir, "progress": False, "run_dir": str(Path(tmp) / "run")})
+        overrides = {"data_dir": data_dir, "progress": False, "run_dir": str(Path(tmp) / "run")}
+        cfg = load_recipe(recipe, overrides | ({} if seed is None else {"seed": seed}))
         _, result = train(cfg, after_step=check)
         total = watch.elapsed()
     if target is None:
@@ -161,6 +164,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=float, default=0.1, help="fraction of an epoch between checks")
     parser.add_argument("--baseline-epochs", type=int, default=14)
     parser.add_argument("--recipe", default="mnist_fast")
+    parser.add_argument("--seed", type=int, default=None, help="override the dcnn recipe's seed")
     parser.add_argument("--lenet5", action="store_true", help="also train the faithful LeNet-5 recipe")
     parser.add_argument("--skip-baseline", action="store_true")
     args = parser.parse_args()
@@ -171,7 +175,7 @@ def main() -> None:
     # about 2 s): pay that once here so that neither recipe's time includes it.
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     rows = []
-    ours = dcnn_recipe(args.recipe, args.data_dir, args.target, args.eval_every)
+    ours = dcnn_recipe(args.recipe, args.data_dir, args.target, args.eval_every, args.seed)
     rows.append((f"dcnn {args.recipe}", ours))
     if not args.skip_baseline:
         base = baseline(args.data_dir, args.target, args.eval_every, args.baseline_epochs)
