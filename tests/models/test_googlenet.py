@@ -12,7 +12,8 @@ from dcnn.layers.conv_bn_act import ConvBnAct
 from dcnn.layers.inception import Conv, InceptionBlock, Pool
 from dcnn.layers.lrn import LocalResponseNorm2d
 from dcnn.models import create_model, get_model_cfg
-from tests.models.reference import reference
+from dcnn.models.pretrained import load_pretrained
+from tests.models.reference import reference, synthesize_state_dict
 from tests.models.test_inception import layer_shapes, renamed_reference_keys
 
 
@@ -157,3 +158,13 @@ def test_transform_input_takes_imagenet_normalized_inputs():
     assert isinstance(create_model("googlenet_bn", in_chans=1).input_transform, torch.nn.Identity)
     with pytest.raises(DcnnError, match="transform_input=False"):
         create_model("googlenet_bn", in_chans=1, transform_input=True)
+
+
+def test_checkpoint_with_auxiliary_classifiers_loads_into_a_model_without_them():
+    checkpoint = synthesize_state_dict(get_model_cfg("googlenet_bn").reference)
+    assert any(key.startswith("aux1.") for key in checkpoint)
+    with_aux = load_pretrained(create_model("googlenet_bn"), checkpoint).eval()
+    without_aux = load_pretrained(create_model("googlenet_bn", aux_logits=False), checkpoint).eval()  # strict
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(without_aux(x), with_aux(x))

@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from dcnn.errors import DcnnError
 
 StateDict = dict[str, torch.Tensor]
+AUX_PREFIX = "aux_heads."  # where every family keeps its auxiliary classifiers (GoogLeNet, Inception v3)
 
 
 def read_state_dict(path: str | Path) -> StateDict:
@@ -89,7 +90,8 @@ def load_pretrained(model: nn.Module, path: str | Path | Mapping[str, torch.Tens
 
     The family's key map renames the reference's keys to ours. When `model.num_classes` differs from
     the checkpoint's, the classifier layers are dropped (they keep their fresh initialization); when
-    `model.in_chans` differs, the first conv is adapted with :func:`adapt_first_conv`. Linear weights
+    `model.in_chans` differs, the first conv is adapted with :func:`adapt_first_conv`. A model built
+    without auxiliary classifiers (``aux_logits=False``) ignores the checkpoint's. Linear weights
     load into 1×1 (or k×k) convs of the same size, so ``head="conv"`` models load the same files.
     With `strict`, missing, unexpected or mis-shaped keys raise a DcnnError that lists them.
     """
@@ -99,6 +101,9 @@ def load_pretrained(model: nn.Module, path: str | Path | Mapping[str, torch.Tens
     ours = model.state_dict()
     if cfg is not None and cfg.key_map is not None and not set(source) <= set(ours):
         source = cfg.key_map(source)
+
+    if not any(key.startswith(AUX_PREFIX) for key in ours):  # built without auxiliary classifiers
+        source = {key: value for key, value in source.items() if not key.startswith(AUX_PREFIX)}
 
     classifier = tuple(cfg.classifier) if cfg is not None else ()
     first_conv = f"{cfg.first_conv}.weight" if cfg is not None and cfg.first_conv else None
