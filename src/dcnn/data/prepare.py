@@ -79,16 +79,22 @@ class RawDataset:
         return 1 if self.train_images.dim() == 3 else self.train_images.shape[1]
 
 
-def load_raw_dataset(name: str, data_dir: str | None = None, download: bool = True) -> RawDataset:
-    """Decoded uint8 images and int64 labels of a dataset's train and test splits."""
+def load_split(
+    name: str, split: str, data_dir: str | None = None, download: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoded uint8 images and int64 labels of one split ("train" or "test") of a dataset."""
     from dcnn.data import mnist
 
     if name == "mnist":
-        train, test = (mnist.load_mnist(s, data_dir=data_dir, download=download) for s in ("train", "test"))
-    elif name == "mnist_sample":
-        train, test = mnist.load_mnist_sample("train"), mnist.load_mnist_sample("test")
-    else:
-        raise DcnnError(f"unknown dataset {name!r}; choose 'mnist' or 'mnist_sample'.")
+        return mnist.load_mnist(split, data_dir=data_dir, download=download)
+    if name == "mnist_sample":
+        return mnist.load_mnist_sample(split)
+    raise DcnnError(f"unknown dataset {name!r}; choose 'mnist' or 'mnist_sample'.")
+
+
+def load_raw_dataset(name: str, data_dir: str | None = None, download: bool = True) -> RawDataset:
+    """Decoded uint8 images and int64 labels of a dataset's train and test splits."""
+    train, test = (load_split(name, split, data_dir, download) for split in ("train", "test"))
     return RawDataset(*train, *test, class_names=MNIST_CLASSES)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from dcnn.data.images import Preprocess, load_images
-from dcnn.data.prepare import Preprocessing, batches, load_raw_dataset
+from dcnn.data.prepare import MNIST_CLASSES, Preprocessing, batches, load_split
 from dcnn.errors import DcnnError
 from dcnn.evaluate.metrics import ClassificationResult, evaluate
 from dcnn.evaluate.report import write_report
@@ -42,11 +42,11 @@ def evaluate_model_file(
     path = model_file_of(source)
     dev = resolve_device(device)
     model, meta = load_model_file(path, dev)
-    raw = load_raw_dataset(meta["dataset"], data_dir)
-    x = preprocessing_of(meta).apply(raw.test_images.to(dev))
-    result = evaluate(model, batches(x, raw.test_labels.to(dev), 1000), dev)
+    images, labels = load_split(meta["dataset"], "test", data_dir)
+    x = preprocessing_of(meta).apply(images.to(dev))
+    result = evaluate(model, batches(x, labels.to(dev), 1000), dev)
     report_dir = Path(out_dir) if out_dir else path.parent / "eval"
-    names = meta.get("class_names") or raw.class_names
+    names = meta.get("class_names") or MNIST_CLASSES
     write_report(result, report_dir, class_names=names)
     return result, report_dir, names
 
