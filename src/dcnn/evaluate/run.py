@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from dcnn.data.images import Preprocess, load_images
-from dcnn.data.prepare import MNIST_CLASSES, Preprocessing, batches, load_split
+from dcnn.data.prepare import Preprocessing, batches, load_split
 from dcnn.errors import DcnnError
 from dcnn.evaluate.metrics import ClassificationResult, evaluate
 from dcnn.evaluate.report import write_report
@@ -34,6 +34,11 @@ def preprocessing_of(meta: dict[str, Any]) -> Preprocessing:
                          tuple(p["source_size"]))
 
 
+def class_names_of(model: torch.nn.Module, meta: dict[str, Any]) -> list[str]:
+    """The class names a model file records, else the class indices as names."""
+    return meta.get("class_names") or [str(i) for i in range(model.num_classes)]
+
+
 def evaluate_model_file(
     source: str | Path, data_dir: str | None = None, out_dir: str | Path | None = None, device: str = "auto"
 ) -> tuple[ClassificationResult, Path, list[str]]:
@@ -46,7 +51,7 @@ def evaluate_model_file(
     x = preprocessing_of(meta).apply(images.to(dev))
     result = evaluate(model, batches(x, labels.to(dev), 1000), dev)
     report_dir = Path(out_dir) if out_dir else path.parent / "eval"
-    names = meta.get("class_names") or MNIST_CLASSES
+    names = class_names_of(model, meta)
     write_report(result, report_dir, class_names=names)
     return result, report_dir, names
 
@@ -75,7 +80,7 @@ def predict_files(
     dev = resolve_device(device)
     model, meta = load_model_file(model_file_of(source), dev)
     batch, good, failures = load_images(images, preprocess_for_prediction(meta, invert))
-    names = meta.get("class_names") or [str(i) for i in range(model.num_classes)]
+    names = class_names_of(model, meta)
     predictions = []
     if len(good):
         probs, classes = predict_tensor(model, batch.to(dev), top)

@@ -14,6 +14,7 @@ class WholeMapConv2d(nn.Conv2d):
     with the same parameters, several times faster than the general convolution kernels on a CPU.
     A larger input (a fully convolutional use) is convolved as usual."""
 
+    # No padding, dilation or groups: with any of them the matrix product would not be the same function.
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
         super().__init__(in_channels, out_channels, kernel_size)
 
