@@ -7,10 +7,7 @@ stalling mid-file, one answering 404, and a closed port (offline).
 from __future__ import annotations
 
 import gzip
-import socket
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -21,56 +18,10 @@ from dcnn.data.download import DownloadError, download_file
 from dcnn.data.mnist import MNIST, load_mnist
 from dcnn.errors import DcnnError
 from dcnn.fileio import atomic_output
+from tests.data.http_server import Mirror
+from tests.data.http_server import closed_port_url as closed_port
 
-MirrorFactory = Callable[[str], "Mirror"]
-STALL_SECONDS = 5.0  # how long the stalling server holds a connection; the client gives up first
-
-
-class Mirror:
-    """An HTTP server on 127.0.0.1 serving `files` (name → bytes) in one of several behaviours.
-
-    "good" and "corrupt" serve the files whole ("corrupt" is given corrupted ones), "drop" closes the
-    connection halfway, "stall" stops sending halfway, "missing" answers 404.
-    """
-
-    def __init__(self, files: dict[str, bytes], behaviour: str) -> None:
-        self.requests: list[str] = []
-        self.release = threading.Event()
-        mirror = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                name = self.path.rsplit("/", 1)[-1]
-                mirror.requests.append(name)
-                if name not in files or behaviour == "missing":
-                    self.send_error(404)
-                    return
-                body = files[name]
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if behaviour in ("drop", "stall"):
-                    self.wfile.write(body[: len(body) // 2])
-                    self.wfile.flush()
-                    if behaviour == "stall":
-                        mirror.release.wait(STALL_SECONDS)
-                    self.close_connection = True
-                    return
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/mnist/"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+MirrorFactory = Callable[[str], Mirror]
 
 
 @pytest.fixture(scope="module")
@@ -105,11 +56,7 @@ def mirror(served_files: dict[str, bytes], corrupted_files: dict[str, bytes]) ->
 
 @pytest.fixture
 def closed_port_url() -> str:
-    """The URL of a port nothing listens on (connection refused: as good as offline)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/mnist/"
+    return closed_port()
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,9 @@ import gzip
 import hashlib
 import importlib.resources
 import os
+import struct
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +18,23 @@ import torch
 from dcnn.data import mnist
 from dcnn.data.mnist import (
     FASHION_MNIST,
+    KMNIST,
+    KMNIST_CLASSES,
     MNIST,
+    IdxDataset,
     IdxFile,
     data_root,
     find_fashion_mnist,
+    find_kmnist,
     find_mnist,
     load_fashion_mnist,
+    load_kmnist,
     load_mnist,
     load_mnist_sample,
     verify_idx_bytes,
 )
 from dcnn.errors import DcnnError
+from tests.data.http_server import Mirror, closed_port_url
 
 # Label counts of the canonical files (LeCun et al.'s distribution; e.g. 5,923 zeros in train).
 TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -214,3 +222,86 @@ def test_gzip_copies_verify_by_content(mnist_dir: Path, tmp_path: Path) -> None:
         content = gzip.decompress((mnist_dir / f"{name}.gz").read_bytes())
         (target / f"{name}.gz").write_bytes(gzip.compress(content, compresslevel=1, mtime=123))
     assert load_mnist("test", tmp_path, download=False)[0].shape == (10_000, 28, 28)
+
+
+# --- KMNIST, on hand-made IDX files ---------------------------------------------------------------
+
+
+def kmnist_files(seed: int = 0) -> tuple[dict[str, bytes], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Published-style .gz IDX files (name → bytes) of a tiny KMNIST, and the arrays they hold."""
+    rng = np.random.default_rng(seed)
+    files, arrays = {}, {}
+    for split, count in (("train", 5), ("test", 3)):
+        images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=count, dtype=np.uint8)
+        image_spec, label_spec = KMNIST.splits[split]
+        header = struct.pack(">IIII", image_spec.magic, count, 28, 28)
+        files[image_spec.gz_name] = gzip.compress(header + images.tobytes(), mtime=0)
+        files[label_spec.gz_name] = gzip.compress(struct.pack(">II", label_spec.magic, count) + labels.tobytes())
+        arrays[split] = (images, labels)
+    return files, arrays
+
+
+def with_md5s_of(files: dict[str, bytes]) -> IdxDataset:
+    """KMNIST with the published MD5s replaced by those of `files`."""
+    splits = {
+        split: tuple(replace(spec, gzip_md5=hashlib.md5(files[spec.gz_name]).hexdigest()) for spec in pair)
+        for split, pair in KMNIST.splits.items()
+    }
+    return replace(KMNIST, splits=splits)
+
+
+def test_kmnist_publishes_gzip_md5s_and_classes() -> None:
+    assert KMNIST.folder == "kmnist" and KMNIST.mirrors == ("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",)
+    assert {spec.gz_name: spec.gzip_md5 for spec in KMNIST.files} == {
+        "train-images-idx3-ubyte.gz": "bdb82020997e1d708af4cf47b453dcf7",
+        "train-labels-idx1-ubyte.gz": "e144d726b3acfaa3e44228e80efcd344",
+        "t10k-images-idx3-ubyte.gz": "5c965bf0a639b31b8f53240b1b52f4d7",
+        "t10k-labels-idx1-ubyte.gz": "7320c461ea6c1c855c0b718fb2a4b134",
+    }
+    assert all(spec.content_md5 is None for spec in KMNIST.files)
+    assert KMNIST_CLASSES == ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
+
+
+def test_kmnist_download_and_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files, arrays = kmnist_files()
+    monkeypatch.setattr(mnist, "KMNIST", with_md5s_of(files))
+    mirror = Mirror(files, "good")
+    try:
+        for split in ("test", "train"):
+            images, labels = load_kmnist(split, tmp_path, mirrors=[mirror.url])
+            assert images.dtype == torch.uint8 and labels.dtype == torch.int64
+            assert np.array_equal(images.numpy(), arrays[split][0])
+            assert np.array_equal(labels.numpy(), arrays[split][1])
+    finally:
+        mirror.close()
+    assert sorted(mirror.requests) == sorted(files)
+    assert sorted(p.name for p in (tmp_path / "kmnist").iterdir()) == sorted(files)
+    assert find_kmnist(tmp_path) == tmp_path / "kmnist"
+
+
+def test_kmnist_refuses_files_that_are_not_the_published_ones(tmp_path: Path) -> None:
+    files, _ = kmnist_files()
+    folder = tmp_path / "kmnist"
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    with pytest.raises(DcnnError) as err:
+        load_kmnist("test", tmp_path, download=False)
+    message = str(err.value)
+    assert str(folder / "t10k-images-idx3-ubyte.gz") in message and "checksum mismatch" in message
+    assert "5c965bf0a639b31b8f53240b1b52f4d7" in message and "Delete it to download it again" in message
+    with pytest.raises(DcnnError, match="checksum mismatch"):
+        find_kmnist(tmp_path)
+
+
+def test_kmnist_offline_says_which_files_to_put_where(tmp_path: Path) -> None:
+    offline = closed_port_url()
+    with pytest.raises(DcnnError) as err:
+        load_kmnist("train", tmp_path, mirrors=[offline])
+    message = str(err.value)
+    assert "KMNIST is not in" in message and offline in message
+    assert f"in {tmp_path / 'kmnist'}{os.sep}" in message and "http://codh.rois.ac.jp/kmnist/dataset/kmnist/" in message
+    for spec in KMNIST.files:
+        assert spec.gz_name in message
+    assert find_kmnist(tmp_path) is None

@@ -1,6 +1,6 @@
-"""MNIST and Fashion-MNIST: find, verify, download and load the canonical IDX files.
+"""MNIST, Fashion-MNIST and KMNIST: find, verify, download and load the canonical IDX files.
 
-Where the files live: ``<root>/mnist/`` (``<root>/fashion-mnist/``) under the first of
+Where the files live: ``<root>/mnist/`` (``<root>/fashion-mnist/``, ``<root>/kmnist/``) under the first of
 
 1. the `data_dir` argument (the CLI's ``--data-dir``),
 2. ``$DCNN_DATA_DIR``,
@@ -45,6 +45,8 @@ MNIST_CLASSES = tuple(str(digit) for digit in range(10))
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
+# The ten hiragana of Kuzushiji-MNIST, romanized, in label order (github.com/rois-codh/kmnist, kmnist_classmap.csv).
+KMNIST_CLASSES = ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,27 @@ FASHION_MNIST = IdxDataset(
     ),
     mirrors_env="DCNN_FASHION_MNIST_MIRRORS",
     classes=FASHION_MNIST_CLASSES,
+)
+
+# Clanuwat et al. (2018), "Deep Learning for Classical Japanese Literature", github.com/rois-codh/kmnist:
+# the MD5s of the published .gz files (as torchvision's KMNIST lists them); the IDX content is
+# distributed only gzipped.
+KMNIST = IdxDataset(
+    title="KMNIST",
+    folder="kmnist",
+    splits={
+        "train": (
+            IdxFile("train-images-idx3-ubyte", IMAGES_MAGIC, gzip_md5="bdb82020997e1d708af4cf47b453dcf7"),
+            IdxFile("train-labels-idx1-ubyte", LABELS_MAGIC, gzip_md5="e144d726b3acfaa3e44228e80efcd344"),
+        ),
+        "test": (
+            IdxFile("t10k-images-idx3-ubyte", IMAGES_MAGIC, gzip_md5="5c965bf0a639b31b8f53240b1b52f4d7"),
+            IdxFile("t10k-labels-idx1-ubyte", LABELS_MAGIC, gzip_md5="7320c461ea6c1c855c0b718fb2a4b134"),
+        ),
+    },
+    mirrors=("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+    mirrors_env="DCNN_KMNIST_MIRRORS",
+    classes=KMNIST_CLASSES,
 )
 
 SAMPLE_FILE = "mnist_sample.npz"
@@ -345,6 +368,11 @@ def find_fashion_mnist(data_dir: str | Path | None = None) -> Path | None:
     return _find(FASHION_MNIST, data_dir)
 
 
+def find_kmnist(data_dir: str | Path | None = None) -> Path | None:
+    """The folder holding all four verified KMNIST files, or None; see :func:`find_mnist`."""
+    return _find(KMNIST, data_dir)
+
+
 def load_mnist(
     split: str,
     data_dir: str | Path | None = None,
@@ -374,6 +402,21 @@ def load_fashion_mnist(
     Only the published .gz files can be verified (their MD5s are the published ones).
     """
     return _load(FASHION_MNIST, split, data_dir, download, mirrors)
+
+
+def load_kmnist(
+    split: str,
+    data_dir: str | Path | None = None,
+    download: bool = True,
+    *,
+    mirrors: Sequence[str] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """KMNIST (Kuzushiji-MNIST) `split`, from ``<root>/kmnist/``; as :func:`load_mnist` otherwise.
+
+    Class names (label order) are :data:`KMNIST_CLASSES`. Only the published .gz files can be
+    verified (their MD5s are the published ones); mirrors default to ``$DCNN_KMNIST_MIRRORS``.
+    """
+    return _load(KMNIST, split, data_dir, download, mirrors)
 
 
 # --- the embedded sample --------------------------------------------------------------------------
