@@ -1,0 +1,518 @@
+"""Batched data augmentation, chosen by name in a recipe and run with kornia on whole batches.
+
+A recipe lists augmentations in the order they apply; each entry is a bare name (default options) or
+a one-key mapping from the name to its options::
+
+    augment:
+      - random_crop: {size: 32, padding: 4}
+      - hflip
+      - cutout: {size: 8}
+      - mixup: {alpha: 0.2}
+
+Every augmentation is a builder function registered with ``@register_augmentation("name")``; its
+keyword parameters (with type hints and defaults) are the augmentation's options and the first line
+of its docstring is its help text, so validation and ``describe_augmentations()`` come from the
+builder itself.
+
+:class:`BatchAugment` applies the list to a float batch (N, C, H, W) in [0, 1] on the batch's device.
+Randomness comes from torch's global generators (kornia samples from them), seeded from the call's
+`seed` inside ``torch.random.fork_rng``: the same seed gives the same batch, and the caller's random
+state is left as it was. Label-mixing augmentations (mixup, cutmix) turn the integer labels into
+soft targets (N, num_classes).
+
+Grayscale (C = 1) batches work with every augmentation except the colour parts of color_jitter:
+saturation and hue need RGB, and a grayscale batch with either set raises a DcnnError (set them to 0
+to jitter brightness and contrast only).
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import kornia.augmentation as K
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dcnn.errors import DcnnError, did_you_mean
+
+# An image operation maps a float batch (N, C, H, W) in [0, 1] to an augmented one.
+ImageOp = Callable[[Tensor], Tensor]
+
+
+class LabelMix:
+    """An augmentation that mixes pairs of images and their targets (soft targets (N, K) in and out)."""
+
+    def __call__(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class AugmentationEntry:
+    """A registered augmentation: its builder, options (name → inspect.Parameter) and help text."""
+
+    name: str
+    fn: Callable[..., ImageOp | LabelMix]
+    options: dict[str, inspect.Parameter]
+    hints: dict[str, Any]
+    help: str
+
+
+_REGISTRY: dict[str, AugmentationEntry] = {}
+
+
+def register_augmentation(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register the decorated builder under `name`; its keyword parameters are the options."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if name in _REGISTRY:
+            raise ValueError(f"augmentation {name!r} is registered twice")
+        params = dict(inspect.signature(fn).parameters)
+        for param in params.values():
+            if param.kind is not inspect.Parameter.KEYWORD_ONLY or param.default is inspect.Parameter.empty:
+                raise ValueError(f"augmentation {name!r}: option {param.name!r} must be keyword-only with a default")
+        help_text = (inspect.getdoc(fn) or "").split("\n", 1)[0]
+        _REGISTRY[name] = AugmentationEntry(name, fn, params, typing.get_type_hints(fn), help_text)
+        return fn
+
+    return decorate
+
+
+def augmentation_names() -> list[str]:
+    """The registered augmentation names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def describe_augmentations() -> list[tuple[str, dict[str, Any], str]]:
+    """(name, options with their defaults, one-line help) for every augmentation, sorted by name."""
+    return [
+        (name, {k: p.default for k, p in entry.options.items()}, entry.help)
+        for name, entry in sorted(_REGISTRY.items())
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation of a recipe's augment list.
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return f"a pair of {typing.get_args(hint)[0].__name__}s, e.g. [a, b]"
+    return {bool: "true or false", int: "an integer", float: "a number"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _coerce(hint: Any, value: Any) -> Any:
+    """`value` as the type `hint` names; raises TypeError when it is not one."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal and value in args:
+        return value
+    if origin is tuple and isinstance(value, list | tuple) and len(value) == len(args):
+        return tuple(_coerce(h, v) for h, v in zip(args, value, strict=True))
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if (hint is bool and isinstance(value, bool)) or (hint is int and is_number and isinstance(value, int)):
+        return value
+    if hint is float and is_number:
+        return float(value)
+    raise TypeError
+
+
+def _entry(name: Any) -> AugmentationEntry:
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise DcnnError(
+            f"unknown augmentation {name!r}.{did_you_mean(str(name), _REGISTRY)} "
+            f"Known augmentations: {', '.join(augmentation_names())}."
+        )
+    return _REGISTRY[name]
+
+
+def parse_augment_spec(spec: list[str | dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """Validate a recipe's augment list; returns (name, options) pairs with every option explicit.
+
+    Each entry is a name or a one-key mapping name → options. Unknown names and options, values of
+    the wrong type and values out of range raise a DcnnError saying what to write instead.
+    """
+    if not isinstance(spec, list):
+        raise DcnnError(f"augment must be a list of augmentations, got {type(spec).__name__}. Write e.g. [hflip].")
+    parsed = []
+    for item in spec:
+        if isinstance(item, dict):
+            if len(item) != 1:
+                raise DcnnError(
+                    f"augment entry {item!r} must have exactly one key (the augmentation's name); "
+                    "write one list entry per augmentation."
+                )
+            ((name, given),) = item.items()
+            given = {} if given is None else given
+        else:
+            name, given = item, {}
+        entry = _entry(name)
+        if not isinstance(given, dict):
+            raise DcnnError(f"augmentation {name!r}: options must be a mapping (e.g. {{p: 0.5}}), got {given!r}.")
+        options = {k: p.default for k, p in entry.options.items()}
+        for key, value in given.items():
+            if key not in entry.options:
+                valid = ", ".join(entry.options) or "none"
+                raise DcnnError(
+                    f"augmentation {name!r} has no option {key!r}.{did_you_mean(str(key), entry.options)} "
+                    f"Its options are: {valid}."
+                )
+            hint = entry.hints[key]
+            try:
+                options[key] = _coerce(hint, value)
+            except TypeError:
+                raise DcnnError(
+                    f"augmentation {name!r}: option {key!r} must be {_type_name(hint)}, got {value!r}."
+                ) from None
+        _build_op(entry, options)  # range checks live in the builders
+        parsed.append((name, options))
+    return parsed
+
+
+def _build_op(entry: AugmentationEntry, options: dict[str, Any]) -> ImageOp | LabelMix:
+    try:
+        return entry.fn(**options)
+    except ValueError as err:
+        raise DcnnError(f"augmentation {entry.name!r}: {err}.") from None
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _check_p(p: float) -> None:
+    _check(0.0 <= p <= 1.0, f"p must be a probability in [0, 1], got {p}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The batch augmenter.
+
+
+class BatchAugment:
+    """Applies a parsed augment list to batches; call it as ``augment(images, labels, seed)``.
+
+    Attributes:
+        spec: the (name, options) pairs, in order.
+        num_classes: width of the soft targets when labels are mixed.
+        mixes_labels: True when mixup or cutmix is in the list (the call then returns soft targets).
+    """
+
+    def __init__(self, spec: list[tuple[str, dict[str, Any]]], num_classes: int) -> None:
+        if num_classes < 1:
+            raise DcnnError(f"num_classes must be at least 1, got {num_classes}.")
+        self.spec = spec
+        self.num_classes = num_classes
+        self._ops = [_build_op(_REGISTRY[name], options) for name, options in spec]
+        self.mixes_labels = any(isinstance(op, LabelMix) for op in self._ops)
+
+    def __repr__(self) -> str:
+        return f"BatchAugment({self.spec!r}, num_classes={self.num_classes})"
+
+    def __call__(self, images: Tensor, labels: Tensor, seed: int) -> tuple[Tensor, Tensor]:
+        """Augment a batch.
+
+        Args:
+            images: float (N, C, H, W) in [0, 1], on any device.
+            labels: int64 (N,) class indices, aligned with `images`.
+            seed: the same seed gives the same output; the global random state is not changed.
+
+        Returns:
+            The augmented images (same shape unless a crop sets another size, values in [0, 1]) and
+            the targets: `labels` unchanged, or float (N, num_classes) soft targets when
+            :attr:`mixes_labels`.
+        """
+        if images.ndim != 4 or not images.is_floating_point():
+            raise DcnnError(
+                f"augmentation needs a float batch (N, C, H, W) in [0, 1], got {images.dtype} {tuple(images.shape)}."
+            )
+        if labels.shape != images.shape[:1] or labels.dtype != torch.long:
+            raise DcnnError(
+                f"augmentation needs int64 labels of shape ({images.shape[0]},), "
+                f"got {labels.dtype} {tuple(labels.shape)}."
+            )
+        targets = labels
+        if self.mixes_labels:
+            if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < self.num_classes:
+                raise DcnnError(
+                    f"labels must lie in [0, {self.num_classes - 1}] to be mixed, "
+                    f"got [{int(labels.min())}, {int(labels.max())}]."
+                )
+            targets = F.one_hot(labels, self.num_classes).to(images.dtype)
+        device = images.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.random.default_generator.manual_seed(seed)
+            if device.type == "cuda":
+                with torch.cuda.device(device):
+                    torch.cuda.manual_seed(seed)
+            for op in self._ops:
+                if isinstance(op, LabelMix):
+                    images, targets = op(images, targets)
+                else:
+                    images = op(images)
+        return images, targets
+
+
+def build_augment(spec: list[str | dict[str, Any]] | None, num_classes: int) -> BatchAugment | None:
+    """A :class:`BatchAugment` for a recipe's augment list (None when the list is empty or absent)."""
+    if not spec:
+        return None
+    return BatchAugment(parse_augment_spec(spec), num_classes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers of the hand-written augmentations. Their random numbers are drawn on the CPU from torch's
+# global generator (seeded by BatchAugment), so CPU and CUDA batches get the same draws.
+
+
+def _bernoulli(n: int, p: float, device: torch.device) -> Tensor:
+    """A (n,) boolean mask, each entry True with probability p."""
+    return (torch.rand(n) < p).to(device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Photometric augmentations.
+
+
+@register_augmentation("color_jitter")
+def color_jitter(
+    *, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4, hue: float = 0.0, p: float = 1.0
+) -> ImageOp:
+    """Random brightness, contrast, saturation and hue in random order (Howard 2013; Szegedy et al. 2015)."""
+    for option, value in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
+        _check(value >= 0.0, f"{option} must be at least 0, got {value}")
+    _check(0.0 <= hue <= 0.5, f"hue must lie in [0, 0.5], got {hue}")
+    _check_p(p)
+    # kornia's ColorJitter follows torchvision's: each factor is drawn from [1 - x, 1 + x] (hue: [-x, x]).
+    jitter = K.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue, p=p)
+
+    def apply(images: Tensor) -> Tensor:
+        if images.shape[1] != 3 and (saturation or hue):
+            raise DcnnError(
+                f"color_jitter's saturation and hue need RGB images, got {images.shape[1]} channel(s); "
+                "set saturation: 0 and hue: 0 to jitter brightness and contrast only."
+            )
+        return jitter(images)
+
+    return apply
+
+
+@register_augmentation("contrast_stretch")
+def contrast_stretch(*, p: float = 0.5) -> ImageOp:
+    """Stretch each image's values linearly so that its minimum becomes 0 and its maximum 1."""
+    # Linear contrast stretching (Gonzalez & Woods, Digital Image Processing, Sec. 3.2), over all
+    # channels of an image at once so that its colours keep their balance (the "autocontrast" of
+    # AutoAugment, Cubuk et al. 2019, stretches each channel instead). A constant image is left as is.
+    _check_p(p)
+
+    def apply(images: Tensor) -> Tensor:
+        flat = images.flatten(1)
+        low = flat.amin(dim=1).view(-1, 1, 1, 1)
+        span = flat.amax(dim=1).view(-1, 1, 1, 1) - low
+        chosen = _bernoulli(images.shape[0], p, images.device).view(-1, 1, 1, 1) & (span > 0)
+        stretched = (images - low) / torch.where(span > 0, span, torch.ones_like(span))
+        return torch.where(chosen, stretched.clamp(0.0, 1.0), images)
+
+    return apply
+
+
+@register_augmentation("equalize")
+def equalize(*, p: float = 0.5) -> ImageOp:
+    """Histogram equalization of each channel (256 levels), as in AutoAugment (Cubuk et al. 2019)."""
+    _check_p(p)
+    return K.RandomEqualize(p=p)
+
+
+@register_augmentation("clahe")
+def clahe(*, clip_limit: float = 40.0, grid_size: int = 8, p: float = 0.5) -> ImageOp:
+    """Contrast-limited adaptive histogram equalization on a grid of tiles (Zuiderveld 1994)."""
+    _check(clip_limit >= 0.0, f"clip_limit must be at least 0, got {clip_limit}")
+    _check(grid_size >= 1, f"grid_size must be at least 1, got {grid_size}")
+    _check_p(p)
+    # kornia.augmentation.RandomClahe applies kornia.enhance.equalize_clahe to the chosen images.
+    return K.RandomClahe(clip_limit=(clip_limit, clip_limit), grid_size=(grid_size, grid_size), p=p)
+
+
+@register_augmentation("gaussian_noise")
+def gaussian_noise(*, std: float = 0.05, p: float = 1.0) -> ImageOp:
+    """Add zero-mean Gaussian noise of standard deviation `std` to every pixel, clamped to [0, 1]."""
+    # Training with additive noise (Bishop 1995, "Training with noise is equivalent to Tikhonov
+    # regularization").
+    _check(std >= 0.0, f"std must be at least 0, got {std}")
+    _check_p(p)
+    noise = K.RandomGaussianNoise(mean=0.0, std=std, p=p)
+    return lambda images: noise(images).clamp(0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometric augmentations (areas moved in from outside the image are zeros).
+
+
+@register_augmentation("translate")
+def translate(*, fraction: float = 0.1) -> ImageOp:
+    """Shift by a whole number of pixels, up to `fraction` of the width and height each way."""
+    # Translated copies of the training images (Simard et al. 2003, Sec. 2; LeCun et al. 1998).
+    # Nearest-neighbour sampling of a pure translation shifts by whole pixels and keeps pixel values.
+    _check(0.0 <= fraction <= 1.0, f"fraction must lie in [0, 1], got {fraction}")
+    return K.RandomAffine(degrees=0.0, translate=(fraction, fraction), resample="nearest", p=1.0)
+
+
+@register_augmentation("scale")
+def scale(*, min: float = 0.9, max: float = 1.1) -> ImageOp:
+    """Zoom about the centre by a factor drawn uniformly from [min, max]."""
+    # Scale distortions (Simard et al. 2003, Sec. 2).
+    _check(0.0 < min <= max, f"scale needs 0 < min <= max, got min={min}, max={max}")
+    return K.RandomAffine(degrees=0.0, scale=(min, max), p=1.0)
+
+
+@register_augmentation("rotate")
+def rotate(*, degrees: float = 15.0) -> ImageOp:
+    """Rotate about the centre by an angle drawn uniformly from [-degrees, degrees]."""
+    # Rotation distortions (Simard et al. 2003, Sec. 2).
+    _check(0.0 <= degrees <= 180.0, f"degrees must lie in [0, 180], got {degrees}")
+    return K.RandomRotation(degrees=degrees, p=1.0)
+
+
+@register_augmentation("hflip")
+def hflip(*, p: float = 0.5) -> ImageOp:
+    """Mirror left-right with probability p (Krizhevsky et al. 2012, Sec. 4.1)."""
+    _check_p(p)
+    return K.RandomHorizontalFlip(p=p)
+
+
+@register_augmentation("vflip")
+def vflip(*, p: float = 0.5) -> ImageOp:
+    """Mirror top-bottom with probability p."""
+    _check_p(p)
+    return K.RandomVerticalFlip(p=p)
+
+
+@register_augmentation("perspective")
+def perspective(*, distortion_scale: float = 0.5, p: float = 0.5) -> ImageOp:
+    """Random perspective warp: each corner moves by up to distortion_scale of half the side."""
+    _check(0.0 <= distortion_scale <= 1.0, f"distortion_scale must lie in [0, 1], got {distortion_scale}")
+    _check_p(p)
+    return K.RandomPerspective(distortion_scale=distortion_scale, p=p)
+
+
+@register_augmentation("random_crop")
+def random_crop(*, size: int = 32, padding: int = 4, padding_mode: Literal["zeros", "reflect"] = "zeros") -> ImageOp:
+    """Pad each side by `padding` pixels, then take a random size×size window."""
+    # The CIFAR protocol: pad 4, random 32×32 crop (He et al. 2016, Sec. 4.2); random crops of the
+    # training images (Krizhevsky et al. 2012, Sec. 4.1).
+    _check(size >= 1, f"size must be at least 1, got {size}")
+    _check(padding >= 0, f"padding must be at least 0, got {padding}")
+    mode = {"zeros": "constant", "reflect": "reflect"}[padding_mode]
+    crop = K.RandomCrop((size, size), padding=padding or None, padding_mode=mode, p=1.0)
+
+    def apply(images: Tensor) -> Tensor:
+        height, width = images.shape[-2:]
+        if size > min(height, width) + 2 * padding:
+            raise DcnnError(
+                f"random_crop size {size} is larger than the padded image ({height}×{width} plus {padding} "
+                "on each side); lower size or raise padding."
+            )
+        if padding_mode == "reflect" and padding >= min(height, width):
+            raise DcnnError(f"random_crop reflect padding {padding} must be smaller than the image ({height}×{width}).")
+        return crop(images)
+
+    return apply
+
+
+@register_augmentation("random_resized_crop")
+def random_resized_crop(
+    *, size: int = 224, scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3)
+) -> ImageOp:
+    """Crop a random area fraction `scale` and aspect ratio `ratio`, resized to size×size."""
+    # The Inception crop (Szegedy et al. 2015, Sec. 6): 8%-100% of the area, aspect ratio 3/4-4/3.
+    _check(size >= 1, f"size must be at least 1, got {size}")
+    _check(0.0 < scale[0] <= scale[1] <= 1.0, f"scale needs 0 < low <= high <= 1, got {list(scale)}")
+    _check(0.0 < ratio[0] <= ratio[1], f"ratio needs 0 < low <= high, got {list(ratio)}")
+    return K.RandomResizedCrop((size, size), scale=scale, ratio=ratio, p=1.0)
+
+
+@register_augmentation("cutout")
+def cutout(*, size: int = 16, p: float = 1.0) -> ImageOp:
+    """Zero a size×size square at a uniformly random centre (clipped at the borders) of each image."""
+    # DeVries & Taylor 2017, Sec. 3: the centre may lie anywhere in the image, so the square may be
+    # partly outside it; 16×16 on CIFAR-10, 8×8 on CIFAR-100.
+    _check(size >= 1, f"size must be at least 1, got {size}")
+    _check_p(p)
+
+    def apply(images: Tensor) -> Tensor:
+        n, _, height, width = images.shape
+        cy = torch.randint(0, height, (n,))
+        cx = torch.randint(0, width, (n,))
+        chosen = _bernoulli(n, p, images.device)
+        top, left = (cy - size // 2).to(images.device), (cx - size // 2).to(images.device)
+        rows = torch.arange(height, device=images.device)
+        cols = torch.arange(width, device=images.device)
+        in_rows = (rows >= top[:, None]) & (rows < top[:, None] + size)
+        in_cols = (cols >= left[:, None]) & (cols < left[:, None] + size)
+        hole = (in_rows[:, :, None] & in_cols[:, None, :] & chosen[:, None, None]).unsqueeze(1)
+        return images.masked_fill(hole, 0.0)
+
+    return apply
+
+
+# ---------------------------------------------------------------------------------------------
+# Label mixing: one mixing weight and one partner permutation per batch, as in the papers' code.
+
+
+def _beta(alpha: float) -> float:
+    return float(torch.distributions.Beta(torch.tensor(alpha), torch.tensor(alpha)).sample())
+
+
+class MixUp(LabelMix):
+    """x = λ x_i + (1 - λ) x_j, y = λ y_i + (1 - λ) y_j with λ ~ Beta(α, α) (Zhang et al. 2018, Eq. 1)."""
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha = alpha
+
+    def __call__(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        lam = _beta(self.alpha)
+        perm = torch.randperm(images.shape[0]).to(images.device)
+        return lam * images + (1 - lam) * images[perm], lam * targets + (1 - lam) * targets[perm]
+
+
+class CutMix(LabelMix):
+    """Paste a box of a partner image; targets weighted by the pasted area (Yun et al. 2019, Sec. 3.1).
+
+    λ ~ Beta(α, α); the box has sides sqrt(1 - λ)·(H, W) around a uniform random centre, clipped at
+    the borders, and the label weight of the partner is the area actually pasted over H·W.
+    """
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha = alpha
+
+    def __call__(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        height, width = images.shape[-2:]
+        cut = (1.0 - _beta(self.alpha)) ** 0.5
+        cut_h, cut_w = int(height * cut), int(width * cut)
+        cy, cx = int(torch.randint(0, height, ())), int(torch.randint(0, width, ()))
+        top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
+        left, right = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
+        perm = torch.randperm(images.shape[0]).to(images.device)
+        mixed = images.clone()
+        mixed[:, :, top:bottom, left:right] = images[perm, :, top:bottom, left:right]
+        pasted = (bottom - top) * (right - left) / (height * width)
+        return mixed, (1 - pasted) * targets + pasted * targets[perm]
+
+
+@register_augmentation("mixup")
+def mixup(*, alpha: float = 0.2) -> LabelMix:
+    """Blend each image and its target with another's, weight λ ~ Beta(alpha, alpha) (Zhang et al. 2018)."""
+    _check(alpha > 0.0, f"alpha must be positive, got {alpha}")
+    return MixUp(alpha)
+
+
+@register_augmentation("cutmix")
+def cutmix(*, alpha: float = 1.0) -> LabelMix:
+    """Paste a random box from another image; targets weighted by pasted area (Yun et al. 2019)."""
+    _check(alpha > 0.0, f"alpha must be positive, got {alpha}")
+    return CutMix(alpha)
