@@ -455,7 +455,7 @@ def cutout(*, size: int = 16, p: float = 1.0) -> ImageOp:
         in_rows = (rows >= top[:, None]) & (rows < top[:, None] + size)
         in_cols = (cols >= left[:, None]) & (cols < left[:, None] + size)
         hole = (in_rows[:, :, None] & in_cols[:, None, :] & chosen[:, None, None]).unsqueeze(1)
-        return images.masked_fill(hole, 0.0)
+        return torch.where(hole, 0.0, images)  # (faster than masked_fill with a broadcast mask)
 
     return apply
 
