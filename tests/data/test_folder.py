@@ -117,6 +117,7 @@ def test_empty_class_folder_is_reported_kept_when_another_split_has_it_else_drop
         ("file", "is not a folder"),
         ("no classes", "no class folders"),
         ("no images", "no images in"),
+        ("lone split", "has a train/ folder but not train/ with val/ or test/"),
     ],
 )
 def test_scan_errors(tmp_path: Path, layout: str, message: str) -> None:
@@ -129,6 +130,8 @@ def test_scan_errors(tmp_path: Path, layout: str, message: str) -> None:
     elif layout == "no images":
         (root / "cat").mkdir(parents=True)
         (root / "cat" / "notes.txt").write_text("x")
+    elif layout == "lone split":
+        save(root / "train" / "cat" / "0.png")
     with pytest.raises(DcnnError, match=message):
         scan_image_folder(root)
 
@@ -139,7 +142,7 @@ def test_scan_errors(tmp_path: Path, layout: str, message: str) -> None:
 def test_csv_list_with_header_relative_paths_and_sorted_class_names(tmp_path: Path) -> None:
     (tmp_path / "lists").mkdir()
     csv = tmp_path / "lists" / "train.csv"
-    csv.write_text("path,label\nimgs/a.png,zebra\n\n/abs/b.png, ant\n'c.png',zebra\n")
+    csv.write_text("\npath,label\nimgs/a.png,zebra\n\n/abs/b.png, ant\n'c.png',zebra\n")
     files = read_csv_list(csv)
     assert files.class_names == ["ant", "zebra"]
     assert files.paths == [tmp_path / "lists" / "imgs" / "a.png", Path("/abs/b.png"), tmp_path / "lists" / "'c.png'"]
@@ -466,7 +469,7 @@ def test_real_cifar10_jpegs_decode_to_their_pixels(cifar_test_dir: Path) -> None
     assert skipped == [] and files.class_counts()["cat"] == 1000
     picked = [i for i, label in enumerate(files.labels) if label in (3, 5)][::6]
     sample = files.subset(picked)
-    decoded = decode_images(sample, (32, 32), 3)
+    decoded = decode_images(sample, (32, 32), 3, progress=True)
     assert decoded.images.shape == (len(picked), 3, 32, 32) and len(picked) >= 300 and decoded.skipped == []
     assert decoded.labels.unique().tolist() == [3, 5]
     for index in (0, len(picked) // 2, len(picked) - 1):

@@ -24,6 +24,7 @@ stops the decoding with a DcnnError naming it.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -192,8 +193,9 @@ def scan_image_folder(root: str | Path) -> tuple[dict[str, ImageFiles], list[Ski
 
     With a ``train/`` folder plus ``val/`` and/or ``test/`` the result has those keys, and the
     splits must hold the same class folders; otherwise the class folders of `root` form the key
-    ``"all"``. Class names are the sorted folder names; images are found recursively inside a class
-    folder by extension (jpg, jpeg, png, bmp, gif, webp, tif, tiff, ppm, pgm, any case). Hidden
+    ``"all"`` (a lone ``train/``, ``val/`` or ``test/`` is an error, not a class). Class names are
+    the sorted folder names; images are found recursively inside a class folder by extension (jpg,
+    jpeg, png, bmp, gif, webp, tif, tiff, ppm, pgm, any case). Hidden
     files and folders are ignored; every other left-out entry is in the returned list with its
     reason: a file without an image extension, a file outside the class folders, a folder next to
     the splits, an empty class folder. A class folder empty in one split keeps its class (the
@@ -215,6 +217,12 @@ def scan_image_folder(root: str | Path) -> tuple[dict[str, ImageFiles], list[Ski
             if _visible(entry) and not entry.is_dir():
                 skipped.append(Skipped(Path(entry.path), "file outside the split folders"))
     else:
+        lone = next((name for name in SPLIT_NAMES if name in top), None)
+        if lone is not None:
+            raise DcnnError(
+                f"{root} has a {lone}/ folder but not train/ with val/ or test/ beside it; add the other split, "
+                f"or point at {top[lone]} to use its class folders as one set."
+            )
         split_roots = {"all": root}
     splits = _scan_classes(root, split_roots, skipped)
     return splits, sorted(skipped, key=lambda s: s.path)
@@ -234,8 +242,6 @@ def read_csv_list(path: str | Path) -> ImageFiles:
     when all are integers). Blank lines are ignored; a malformed row raises a DcnnError naming its
     line. Whether the files exist and decode is checked when they are decoded.
     """
-    import csv
-
     path = Path(path).expanduser()
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -245,13 +251,16 @@ def read_csv_list(path: str | Path) -> ImageFiles:
         raise DcnnError(f"cannot read image list {path}: {err}.") from None
     rows: list[tuple[Path, str]] = []
     reader = csv.reader(text.splitlines())
+    first = True
     try:
         for row in reader:
-            if not row or all(not cell.strip() for cell in row):
-                continue
             cells = [cell.strip() for cell in row]
-            if not rows and reader.line_num == _first_line(text) and [c.lower() for c in cells] == ["path", "label"]:
+            if not any(cells):
                 continue
+            if first and [c.lower() for c in cells] == ["path", "label"]:  # the header row
+                first = False
+                continue
+            first = False
             if len(cells) != 2 or not cells[0] or not cells[1]:
                 raise DcnnError(
                     f"{path}, line {reader.line_num}: expected 'path,label', got {','.join(row)!r}; "
@@ -265,11 +274,6 @@ def read_csv_list(path: str | Path) -> ImageFiles:
     class_names = _class_order({label for _, label in rows})
     index = {name: i for i, name in enumerate(class_names)}
     return ImageFiles([p for p, _ in rows], [index[label] for _, label in rows], class_names)
-
-
-def _first_line(text: str) -> int:
-    """The number of the first non-blank line of `text`."""
-    return next((n for n, line in enumerate(text.splitlines(), 1) if line.strip()), 1)
 
 
 def stratified_split(files: ImageFiles, val_fraction: float, seed: int) -> tuple[ImageFiles, ImageFiles]:

@@ -261,7 +261,7 @@ def open_image(
     A missing, empty, unreadable, truncated, oversized or non-image file raises a DcnnError naming
     the file and the reason.
     """
-    path = Path(path)
+    path = path if isinstance(path, Path) else Path(path)
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -282,12 +282,14 @@ def open_image(
                 )
             if not load:
                 return image
-            if draft_size is not None:
+            # A reduced scale is at least 2: nothing to gain unless both sides are twice the smaller target.
+            if draft_size is not None and min(width, height) >= 2 * min(draft_size):
                 # Orientations 5-8 transpose the stored image: ask for the transposed size.
                 transposed = draft_size[0] != draft_size[1] and image.getexif().get(0x0112) in (5, 6, 7, 8)
                 image.draft(None, draft_size[::-1] if transposed else draft_size)
             image.load()
-            return ImageOps.exif_transpose(image)
+            ImageOps.exif_transpose(image, in_place=True)
+            return image
     except UnidentifiedImageError:
         raise DcnnError(f"{path} is not an image file Pillow can read; give a PNG or JPEG image.") from None
     except Image.DecompressionBombError as err:
