@@ -459,6 +459,8 @@ def test_bad_batches_get_one_clear_message() -> None:
         aug(batch(), torch.arange(N) % 10, 0)
     with pytest.raises(DcnnError, match="float batch"):
         build_augment(["hflip"], 10)((batch() * 255).byte(), torch.arange(N) % 10, 0)
+    with pytest.raises(DcnnError, match=r"clahe: .*grid size.* Lower grid_size"):
+        build_augment([{"clahe": {"grid_size": 64, "p": 1.0}}], 10)(batch(), torch.arange(N) % 10, 0)
     with pytest.raises(DcnnError, match="int64 labels"):
         build_augment(["hflip"], 10)(batch(), torch.arange(N - 1), 0)
     with pytest.raises(DcnnError, match=r"labels must lie in \[0, 9\]"):

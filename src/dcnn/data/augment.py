@@ -335,7 +335,15 @@ def clahe(*, clip_limit: float = 40.0, grid_size: int = 8, p: float = 0.5) -> Im
     _check(grid_size >= 1, f"grid_size must be at least 1, got {grid_size}")
     _check_p(p)
     # kornia.augmentation.RandomClahe applies kornia.enhance.equalize_clahe to the chosen images.
-    return K.RandomClahe(clip_limit=(clip_limit, clip_limit), grid_size=(grid_size, grid_size), p=p)
+    equalize_tiles = K.RandomClahe(clip_limit=(clip_limit, clip_limit), grid_size=(grid_size, grid_size), p=p)
+
+    def apply(images: Tensor) -> Tensor:
+        try:
+            return equalize_tiles(images)
+        except ValueError as err:  # kornia's rule of the smallest image a grid admits
+            raise DcnnError(f"clahe: {err} Lower grid_size.") from None
+
+    return apply
 
 
 @register_augmentation("gaussian_noise")
