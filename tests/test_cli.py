@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -53,15 +54,28 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
     assert_user_error(dcnn("train", "--recipe", str(tmp_path / "none.yaml")), "not found")
     assert_user_error(dcnn("eval", str(tmp_path / "missing.safetensors")), "not found")
     assert_user_error(dcnn("summary", "lenet5", "--input-size", "1,32"), "three positive integers")
+    assert_user_error(dcnn("summary", "vgg16", "--input-size", "3,16,16"), "below vgg16's minimum of 32x32")
+    assert_user_error(dcnn("summary", "lenet5", "--input-size", "1,20,20"), "below lenet5's minimum of 32x32")
+    assert_user_error(dcnn("predict", str(tmp_path), "x.png", "--top", "-1"), "--top -1", "at least 1")
+    assert_user_error(dcnn("predict", str(tmp_path), "x.png", "--top", "0"), "--top 0", "at least 1")
+    assert_user_error(dcnn("train", "--model", "lenet5", "--set", "model_options={batchnorm: true}"),
+                      "model 'lenet5' has no option 'batchnorm'", "Its options are:", "rbf_scale")
 
 
 @pytest.mark.slow
 def test_train_eval_predict_round_trip(tmp_path, images_dir):
     run_dir = tmp_path / "run"
     done = dcnn("train", "--model", "lenet5", "--dataset", "mnist_sample", "--epochs", "1", "--no-progress",
-                "--run-dir", str(run_dir), "--set", "train_limit=1000", "--set", "val_size=100", "--lr", "0.02")
+                "--run-dir", str(run_dir), "--set", "train_limit=1000", "--set", "val_size=100", "--lr", "0.05",
+                "--batch-size", "16", "--set", "model_options={rbf_scale: 0.1}")
     assert done.returncode == 0, done.stderr
-    assert "test accuracy:" in done.stdout
+    accuracy = float(re.search(r"test accuracy: ([\d.]+)%", done.stdout).group(1))
+    assert accuracy > 30  # 56 steps of LeNet-5 reach 47%; chance (a broken pipeline) is 10%
+
+    extended = dcnn("train", "--resume", str(run_dir), "--epochs", "2", "--no-progress")
+    assert extended.returncode == 0, extended.stderr
+    assert len((run_dir / "metrics.csv").read_text().splitlines()) == 3  # header + 2 epochs
+    assert_user_error(dcnn("train", "--resume", str(run_dir), "--lr", "0.1"), "lr cannot change")
 
     evaluated = dcnn("eval", str(run_dir), "--out-dir", str(tmp_path / "report"))
     assert evaluated.returncode == 0, evaluated.stderr

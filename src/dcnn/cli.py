@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dcnn.errors import DcnnError
+from dcnn.train.optim import OPTIMIZERS, SCHEDULES
 
 app = typer.Typer(
     help="Deep convolutional networks for image classification: build, train, evaluate, predict.",
@@ -67,6 +68,10 @@ def summary_command(
 
     cfg = get_model_cfg(model)
     size = parse_size(input_size) if input_size else cfg.input_size
+    _, min_h, min_w = cfg.min_input_size
+    if size[1] < min_h or size[2] < min_w:
+        raise DcnnError(f"--input-size {'x'.join(map(str, size))} is below {model}'s minimum of "
+                        f"{min_h}x{min_w} pixels; give at least {size[0]},{min_h},{min_w}.")
     with torch.device("meta"):
         net = create_model(model, num_classes=num_classes, in_chans=size[0])
     rows = summarize(net, size)
@@ -109,29 +114,31 @@ def train_command(
     data_dir: Annotated[str | None, typer.Option(help="folder holding mnist/ (else $DCNN_DATA_DIR)")] = None,
     epochs: Annotated[int | None, typer.Option(help="passes over the training set")] = None,
     batch_size: Annotated[str | None, typer.Option(help="examples per step, or 'full'")] = None,
-    optimizer: Annotated[str | None, typer.Option(help="sgd, rmsprop, adam, adamw, adadelta")] = None,
+    optimizer: Annotated[str | None, typer.Option(help=", ".join(OPTIMIZERS))] = None,
     lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
-    schedule: Annotated[str | None, typer.Option(help="constant, step, multistep, cosine, onecycle")] = None,
+    schedule: Annotated[str | None, typer.Option(help=", ".join(SCHEDULES))] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
     run_dir: Annotated[str | None, typer.Option(help="where to write the run")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="any config field: key=value")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
-    """Train a model (options and/or a YAML recipe), or --resume a run."""
+    """Train a model (options and/or a YAML recipe), or --resume a run (e.g. with more --epochs)."""
     from dcnn.train import load_recipe, make_config, train
     from dcnn.train import resume as resume_run
 
+    options = {"model": model, "dataset": dataset, "data_dir": data_dir, "epochs": epochs,
+               "batch_size": _batch_size(batch_size), "optimizer": optimizer, "lr": lr,
+               "schedule": schedule, "device": device, "seed": seed, "run_dir": run_dir}
+    overrides = {k: v for k, v in options.items() if v is not None}
+    overrides.update(parse_overrides(set_ or []))
+    if not progress:
+        overrides["progress"] = False
     if resume is not None:
-        run, result = resume_run(resume)
+        if recipe is not None:
+            raise DcnnError("--recipe starts a new run; --resume continues one with its own configuration.")
+        run, result = resume_run(resume, overrides)
     else:
-        options = {"model": model, "dataset": dataset, "data_dir": data_dir, "epochs": epochs,
-                   "batch_size": _batch_size(batch_size), "optimizer": optimizer, "lr": lr,
-                   "schedule": schedule, "device": device, "seed": seed, "run_dir": run_dir}
-        overrides = {k: v for k, v in options.items() if v is not None}
-        overrides.update(parse_overrides(set_ or []))
-        if not progress:
-            overrides["progress"] = False
         config = load_recipe(recipe, overrides) if recipe else make_config(overrides)
         run, result = train(config)
     print_result(result)
@@ -180,6 +187,8 @@ def predict_command(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
 ) -> None:
     """Classify images with a trained model; prints the top classes with probabilities."""
+    if top < 1:
+        raise DcnnError(f"--top {top}: give how many of the most likely classes to show, at least 1.")
     from dcnn.evaluate.run import predict_files
 
     predictions, failures = predict_files(checkpoint, images, top, invert, device)

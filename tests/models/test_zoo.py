@@ -154,3 +154,18 @@ def test_pickled_objects_are_refused(tmp_path):
     (tmp_path / "cut.safetensors").write_bytes(b"\x10\x00")
     with pytest.raises(DcnnError, match="not a readable checkpoint"):
         load_pretrained(create_model("resnet18"), tmp_path / "cut.safetensors")
+
+
+@pytest.mark.parametrize(("options", "fragment"), [({"num_classes": -3}, "num_classes must be"),
+                                                   ({"in_chans": 0}, "in_chans must be at least 1")])
+def test_impossible_class_or_channel_counts_are_refused(options, fragment):
+    with pytest.raises(DcnnError, match=fragment):
+        create_model("resnet18", **options)
+    assert create_model("resnet18", num_classes=0)(torch.zeros(1, 3, 64, 64)).shape == (1, 512)  # timm: features
+
+
+def test_lenet_options_are_listed_and_inapplicable_ones_explained():
+    with pytest.raises(DcnnError, match="Its options are: act, batch_norm, drop_rate, head, maps, pool_first"):
+        create_model("lenet5_modern", batchnorm=True)
+    with pytest.raises(DcnnError, match="rbf_scale is an option of lenet5"):
+        create_model("lenet5_modern", rbf_scale=0.1)

@@ -52,3 +52,18 @@ def test_bad_recipe_files(tmp_path):
     listed.write_text("- 1\n- 2\n")
     with pytest.raises(DcnnError, match="mapping"):
         load_recipe(listed)
+
+
+def test_set_model_options_merges_with_the_recipe():
+    cfg = load_recipe("mnist_fast", {"model_options": {"maps": [6, 16, 120]}})
+    assert cfg.model_options == {"batch_norm": True, "pool_first": True, "maps": [6, 16, 120]}
+
+
+def test_early_stopping_without_validation_is_refused():
+    with pytest.raises(DcnnError, match="early_stopping: needs a validation set"):
+        make_config({"early_stopping": 2, "val_size": 0})
+
+
+def test_data_options_do_not_apply_to_the_embedded_sample():
+    with pytest.raises(DcnnError, match="ships inside the package"):
+        make_config({"dataset": "mnist_sample", "data_dir": "/data"})

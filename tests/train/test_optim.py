@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from dcnn.errors import DcnnError
 from dcnn.train import make_config
 from dcnn.train.optim import build_optimizer, build_scheduler, l1_penalty
 
@@ -50,20 +51,84 @@ def test_one_cycle_peaks_at_lr():
     assert values[0] < 0.05 and values[-1] < 1e-3
 
 
-@pytest.mark.parametrize("name", ["sgd", "rmsprop", "adam", "adamw", "adadelta"])
-def test_every_optimizer_reduces_a_quadratic(name):
-    torch.manual_seed(0)
-    model = torch.nn.Linear(4, 1)
-    cfg = make_config({"optimizer": name, "lr": 1.0 if name == "adadelta" else 0.05})
+def test_one_cycle_rises_over_warmup_epochs_and_ends_at_min_lr():
+    cfg = make_config({"lr": 0.4, "epochs": 2, "schedule": "onecycle", "warmup_epochs": 0.5, "min_lr": 0.002})
+    values = lrs(cfg, 10)
+    assert values.index(max(values)) == 4 and max(values) == pytest.approx(0.4)  # peak after 5 of 20 steps
+    cfg = make_config({"lr": 0.4, "epochs": 2, "schedule": "onecycle", "warmup_epochs": 1.5, "min_lr": 0.002})
+    later = lrs(cfg, 10)
+    assert later.index(max(later)) == 14
+    model = torch.nn.Linear(2, 1)
     opt = build_optimizer(model, cfg)
-    x, y = torch.randn(64, 4), torch.randn(64, 1)
-    first = torch.nn.functional.mse_loss(model(x), y).item()
-    for _ in range(50):
-        opt.zero_grad()
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        loss.backward()
+    sched = build_scheduler(opt, cfg, 10)
+    for _ in range(19):
         opt.step()
-    assert loss.item() < first
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.002)  # the last of the 20 steps runs at min_lr
+
+
+# Non-default hyperparameters, so that an optimizer built without them would step differently.
+OPTIMIZER_CASES = {
+    "sgd": ({"momentum": 0.5, "nesterov": True}, lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.5, nesterov=True)),
+    "rmsprop": ({"alpha": 0.9, "eps": 1e-6}, lambda p: torch.optim.RMSprop(p, lr=0.05, alpha=0.9, eps=1e-6)),
+    "adam": ({"betas": (0.8, 0.99), "eps": 1e-6}, lambda p: torch.optim.Adam(p, lr=0.05, betas=(0.8, 0.99), eps=1e-6)),
+    "adamw": ({"betas": (0.8, 0.99), "weight_decay": 0.1},
+              lambda p: torch.optim.AdamW([{"params": p[:1], "weight_decay": 0.1},
+                                           {"params": p[1:], "weight_decay": 0.0}], lr=0.05, betas=(0.8, 0.99))),
+    "adadelta": ({"rho": 0.5}, lambda p: torch.optim.Adadelta(p, lr=0.05, rho=0.5)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZER_CASES))
+def test_each_optimizer_steps_as_torch_with_the_same_hyperparameters(name):
+    options, reference = OPTIMIZER_CASES[name]
+    torch.manual_seed(0)
+    ours_model = torch.nn.Linear(4, 1)
+    theirs_model = torch.nn.Linear(4, 1)
+    theirs_model.load_state_dict(ours_model.state_dict())
+    ours = build_optimizer(ours_model, make_config({"optimizer": name, "lr": 0.05, **options}))
+    theirs = reference([theirs_model.weight, theirs_model.bias])
+    assert type(ours) is type(theirs)
+    x, y = torch.randn(64, 4), torch.randn(64, 1)
+    for _ in range(3):
+        for model, opt in ((ours_model, ours), (theirs_model, theirs)):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+        assert torch.equal(ours_model.weight, theirs_model.weight) and torch.equal(ours_model.bias, theirs_model.bias)
+
+
+def test_rmsprop_has_no_momentum_unless_asked():
+    model = torch.nn.Linear(2, 1)
+    assert build_optimizer(model, make_config({"optimizer": "rmsprop"})).param_groups[0]["momentum"] == 0.0
+    assert build_optimizer(model, make_config({"optimizer": "sgd"})).param_groups[0]["momentum"] == 0.9
+    assert build_optimizer(model, make_config({"optimizer": "rmsprop", "momentum": 0.9})).param_groups[0][
+        "momentum"] == 0.9
+
+
+@pytest.mark.parametrize(
+    ("values", "fragment"),
+    [
+        ({"optimizer": "adam", "momentum": 0.9}, "momentum: does not apply to optimizer 'adam'"),
+        ({"optimizer": "adam", "nesterov": True}, "nesterov: does not apply to optimizer 'adam'"),
+        ({"optimizer": "sgd", "betas": (0.8, 0.9)}, "betas: does not apply to optimizer 'sgd'"),
+        ({"optimizer": "sgd", "alpha": 0.5}, "alpha: does not apply"),
+        ({"optimizer": "rmsprop", "rho": 0.5}, "rho: does not apply"),
+        ({"optimizer": "sgd", "eps": 1e-3}, "eps: does not apply"),
+        ({"optimizer": "sgd", "momentum": 0.0, "nesterov": True}, "Nesterov momentum needs momentum > 0"),
+        ({"schedule": "cosine", "gamma": 0.5}, "gamma: does not apply to schedule 'cosine'"),
+        ({"schedule": "constant", "min_lr": 0.1}, "min_lr: does not apply"),
+        ({"schedule": "step", "milestones": [1]}, "milestones: does not apply"),
+        ({"schedule": "cosine", "pct_start": 0.3}, "pct_start: does not apply"),
+        ({"schedule": "multistep"}, "needs the epochs at which to decay"),
+        ({"schedule": "onecycle", "pct_start": 0.3, "warmup_epochs": 1}, "give one"),
+        ({"epochs": 2, "warmup_epochs": 2}, "leaves no training after the warmup"),
+    ],
+)
+def test_options_that_do_not_apply_are_refused(values, fragment):
+    with pytest.raises(DcnnError, match="invalid training configuration") as info:
+        make_config(values)
+    assert fragment in str(info.value)
 
 
 def test_weight_decay_spares_biases_and_l1_counts_weights():

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from safetensors.torch import load_file
 
+from dcnn import create_model
+from dcnn.errors import DcnnError
 from dcnn.train import checkpoint as ckpt
 from dcnn.train import make_config, resume, train
-from dcnn.train.trainer import Trainer, TrainingDiverged, classification_loss
+from dcnn.train.trainer import Trainer, TrainingDiverged, auxiliary_weights, classification_loss
 from tests.train.helpers import tiny_config
 
 
@@ -143,5 +147,66 @@ def test_early_stopping_ends_the_run_when_validation_stalls(tmp_path):
 
 
 def test_bf16_and_channels_last_train(tmp_path):
-    run_dir, result = train(tiny_config(tmp_path, epochs=1, bf16=True, channels_last=True))
-    assert result.num_samples == 300 and (run_dir / "model.safetensors").is_file()
+    seen = []
+    cfg = tiny_config(tmp_path, epochs=1, bf16=True, channels_last=True)
+    (tmp_path / "run").mkdir()
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.model.features.c1.register_forward_hook(
+        lambda module, inputs, output: seen.append((output.dtype, output.is_contiguous(
+            memory_format=torch.channels_last), module.weight.is_contiguous(memory_format=torch.channels_last))))
+    trainer.fit()
+    assert seen and set(seen) == {(torch.bfloat16, True, True)}
+
+
+def test_auxiliary_weights_must_match_the_model():
+    googlenet = create_model("googlenet", num_classes=10)
+    assert auxiliary_weights(googlenet, make_config({"model": "googlenet"})) == (0.3, 0.3)
+    assert auxiliary_weights(googlenet, make_config({"model": "googlenet", "aux_weights": (0.5, 0.1)})) == (0.5, 0.1)
+    with pytest.raises(DcnnError, match="has 2 auxiliary classifiers, so give 2 weights"):
+        auxiliary_weights(googlenet, make_config({"model": "googlenet", "aux_weights": (0.3,)}))
+    with pytest.raises(DcnnError, match="has no auxiliary classifiers"):
+        auxiliary_weights(create_model("lenet5_modern"), make_config({"aux_weights": (0.3,)}))
+    with pytest.raises(ValueError):  # a loss given fewer weights than auxiliary outputs no longer drops one
+        classification_loss((torch.randn(2, 3),) * 3, torch.tensor([0, 1]), make_config({}), (0.3,))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [({"model_options": {"batch_nrom": True}}, "has no option 'batch_nrom'"),
+     ({"dataset": "mnist", "data_dir": "EMPTY", "download": False}, "not found")],
+)
+def test_a_run_that_cannot_start_leaves_no_directory(tmp_path, overrides, fragment):
+    (tmp_path / "empty").mkdir()
+    overrides = {k: str(tmp_path / "empty") if v == "EMPTY" else v for k, v in overrides.items()}
+    with pytest.raises(DcnnError, match=fragment):
+        train(tiny_config(tmp_path, **overrides))
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_with_more_epochs_extends_the_run(tmp_path):
+    three, _ = train(tiny_config(tmp_path / "three", epochs=3))
+    two, _ = train(tiny_config(tmp_path / "two", epochs=2))
+    resume(two, {"epochs": 3, "progress": False})
+    wa, wb = weights(three), weights(two)  # a constant schedule: 2 epochs + 1 is the 3-epoch run
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert make_config(yaml.safe_load((two / "config.yaml").read_text())).epochs == 3
+    rows = list(csv.DictReader((two / "metrics.csv").read_text().splitlines()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+
+
+def test_resume_with_more_epochs_recomputes_the_schedule(tmp_path):
+    run, _ = train(tiny_config(tmp_path, epochs=2, schedule="cosine"))
+    resume(run, {"epochs": 4})
+    rows = list(csv.DictReader((run / "metrics.csv").read_text().splitlines()))
+    # 12 steps per epoch; the lr logged after epoch 3 (step 36) is the 4-epoch cosine schedule's there
+    expected = 0.05 * 0.5 * (1 + math.cos(math.pi * 36 / 48))
+    assert float(rows[2]["lr"]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_resume_refuses_changes_that_break_exactness(tmp_path):
+    run, _ = train(tiny_config(tmp_path, epochs=2))
+    with pytest.raises(DcnnError, match="lr cannot change") as info:
+        resume(run, {"lr": 0.1, "epochs": 3})
+    assert "epochs" in str(info.value)  # says what may change
+    with pytest.raises(DcnnError, match="already trained 2 epoch"):
+        resume(run, {"epochs": 1})

@@ -142,6 +142,11 @@ def create_model(
         num_classes=cfg.num_classes if num_classes is None else num_classes,
         in_chans=cfg.input_size[0] if in_chans is None else in_chans,
     )
+    if kwargs["num_classes"] < 0:  # 0 is timm's convention for a model without classifier (features only)
+        raise DcnnError(f"num_classes must be a positive number of classes (or 0 for no classifier), "
+                        f"not {kwargs['num_classes']}.")
+    if kwargs["in_chans"] < 1:
+        raise DcnnError(f"in_chans must be at least 1 (1 for grayscale, 3 for RGB), not {kwargs['in_chans']}.")
     accepted = inspect.signature(entry.fn).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
     for key in options:

@@ -170,6 +170,8 @@ class LeNet5(ImageClassifier):
         if faithful and pool_first:
             raise ValueError("pool_first is an option of lenet5_modern; the 1998 network subsamples after its "
                              "activations (S2, S4)")
+        if not faithful and rbf_scale != 1.0:
+            raise ValueError("rbf_scale is an option of lenet5; the modern variant has a linear output, no RBF layer")
         maps = tuple(maps)
         if faithful and maps != PAPER_MAPS:
             raise ValueError(f"maps is an option of lenet5_modern; the 1998 network has {PAPER_MAPS} maps "
@@ -285,9 +287,13 @@ PAPER_MEAN, PAPER_STD = (0.1 / 1.275,), (1 / 1.275,)
         classifier=("output",),
     )
 )
-def lenet5(num_classes: int = 10, in_chans: int = 1, **kwargs) -> LeNet5:
-    """LeNet-5 as published: scaled tanh, trainable subsampling, C3 partial connections, RBF output."""
-    return LeNet5(num_classes=num_classes, in_chans=in_chans, faithful=True, **kwargs)
+def lenet5(
+    num_classes: int = 10, in_chans: int = 1, act: str | None = None, head: str = "fc", drop_rate: float = 0.0,
+    rbf_scale: float = 1.0, batch_norm: bool = False, pool_first: bool = False, maps: tuple[int, int, int] = PAPER_MAPS,
+) -> LeNet5:
+    """LeNet-5 as published: scaled tanh, trainable subsampling, C3 partial connections, RBF output.
+    (batch_norm, pool_first and maps are listed so that asking for them says why they do not apply.)"""
+    return LeNet5(num_classes, in_chans, True, act, head, drop_rate, batch_norm, pool_first, maps, rbf_scale)
 
 
 @register_model(
@@ -305,6 +311,11 @@ def lenet5(num_classes: int = 10, in_chans: int = 1, **kwargs) -> LeNet5:
         classifier=("output",),
     )
 )
-def lenet5_modern(num_classes: int = 10, in_chans: int = 1, **kwargs) -> LeNet5:
-    """The LeNet-5 of today's courses: ReLU, max pooling, every C3 map reads all S2 maps, softmax output."""
-    return LeNet5(num_classes=num_classes, in_chans=in_chans, faithful=False, **kwargs)
+def lenet5_modern(
+    num_classes: int = 10, in_chans: int = 1, act: str | None = None, head: str = "fc", drop_rate: float = 0.0,
+    batch_norm: bool = False, pool_first: bool = False, maps: tuple[int, int, int] = PAPER_MAPS,
+    rbf_scale: float = 1.0,
+) -> LeNet5:
+    """The LeNet-5 of today's courses: ReLU, max pooling, every C3 map reads all S2 maps, softmax output.
+    (rbf_scale is listed so that asking for it says why it does not apply.)"""
+    return LeNet5(num_classes, in_chans, False, act, head, drop_rate, batch_norm, pool_first, maps, rbf_scale)

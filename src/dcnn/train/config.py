@@ -10,9 +10,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dcnn.errors import DcnnError
+from dcnn.fileio import atomic_output
+from dcnn.train.optim import OPTIMIZERS, SCHEDULES
+
+# Fields read by only some optimizers or schedules (the tables in optim.py say which).
+OPTIMIZER_FIELDS = sorted({name for spec in OPTIMIZERS.values() for name in spec.options})
+SCHEDULE_FIELDS = sorted({name for spec in SCHEDULES.values() for name in spec.options})
+# What `dcnn train --resume` may change: none of these alters the steps a resumed run takes.
+RESUME_OPTIONS = ("epochs", "device", "progress", "eval_batch_size", "checkpoint_every", "keep_checkpoints",
+                  "early_stopping")
 
 
 class TrainConfig(BaseModel):
@@ -35,14 +44,14 @@ class TrainConfig(BaseModel):
     random_shift: int = Field(0, ge=0, description="random translation by up to this many pixels")
 
     # Optimizer (Goodfellow et al. 2016, ch. 8).
-    optimizer: Literal["sgd", "rmsprop", "adam", "adamw", "adadelta"] = "sgd"
+    optimizer: Literal[tuple(OPTIMIZERS)] = "sgd"  # type: ignore[valid-type]
     lr: float = Field(0.01, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
+    momentum: float | None = Field(None, ge=0, lt=1, description="unset: 0.9 for SGD, 0 for RMSProp")
     nesterov: bool = False
     betas: tuple[float, float] = (0.9, 0.999)
     alpha: float = Field(0.99, gt=0, lt=1, description="RMSProp smoothing constant")
     rho: float = Field(0.9, gt=0, lt=1, description="Adadelta decay rate")
-    eps: float = Field(1e-8, gt=0)
+    eps: float | None = Field(None, gt=0, description="unset: 1e-8 (RMSProp, Adam, AdamW), 1e-6 (Adadelta)")
     weight_decay: float = Field(0.0, ge=0, description="L2 penalty (decoupled for AdamW)")
     l1: float = Field(0.0, ge=0, description="L1 penalty on weights, added to the loss")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
@@ -51,12 +60,12 @@ class TrainConfig(BaseModel):
     clip_grad_value: float | None = Field(None, gt=0)
 
     # Learning-rate schedule, stepped every optimizer step.
-    schedule: Literal["constant", "step", "multistep", "cosine", "onecycle"] = "constant"
+    schedule: Literal[tuple(SCHEDULES)] = "constant"  # type: ignore[valid-type]
     step_size: float = Field(1.0, gt=0, description="epochs between decays (step)")
     milestones: list[float] = Field(default_factory=list, description="epochs of decay (multistep)")
     gamma: float = Field(0.1, gt=0, le=1)
     warmup_epochs: float = Field(0.0, ge=0)
-    min_lr: float = Field(0.0, ge=0)
+    min_lr: float = Field(0.0, ge=0, description="the last step's lr (cosine, onecycle; 0: onecycle's lr/25e4)")
     pct_start: float = Field(0.25, gt=0, lt=1, description="one-cycle: fraction of steps rising")
 
     # Precision, layout, device, reproducibility.
@@ -80,11 +89,50 @@ class TrainConfig(BaseModel):
             raise ValueError("batch_size must be at least 1, or 'full' for full-batch gradient descent")
         return value
 
+    def given(self) -> set[str]:
+        """Fields set (by a recipe, the command line or code) to something other than their default."""
+        return {name for name in self.model_fields_set
+                if getattr(self, name) != type(self).model_fields[name].get_default(call_default_factory=True)}
+
+    @model_validator(mode="after")
+    def _options_apply(self) -> TrainConfig:
+        """Refuse options that the chosen optimizer, schedule, model or data would silently ignore."""
+        given, problems = self.given(), []
+        spec = OPTIMIZERS[self.optimizer]
+        for name in sorted(given & set(OPTIMIZER_FIELDS) - set(spec.options)):
+            users = [opt for opt, s in OPTIMIZERS.items() if name in s.options]
+            problems.append(f"{name}: does not apply to optimizer {self.optimizer!r} (it reads "
+                            f"{', '.join(spec.options) or 'only lr'}; {name} is for {', '.join(users)})")
+        schedule = SCHEDULES[self.schedule]
+        for name in sorted(given & set(SCHEDULE_FIELDS) - set(schedule.options)):
+            users = [sched for sched, s in SCHEDULES.items() if name in s.options]
+            problems.append(f"{name}: does not apply to schedule {self.schedule!r} (it reads "
+                            f"{', '.join(schedule.options)}; {name} is for {', '.join(users)})")
+        if self.schedule == "onecycle" and {"warmup_epochs", "pct_start"} <= given:
+            problems.append("pct_start: one-cycle rises over warmup_epochs or over the fraction pct_start; give one")
+        if self.schedule == "multistep" and not self.milestones:
+            problems.append("milestones: schedule 'multistep' needs the epochs at which to decay, e.g. [30, 60]")
+        if self.warmup_epochs >= self.epochs:
+            problems.append(f"warmup_epochs: {self.warmup_epochs} leaves no training after the warmup "
+                            f"(epochs is {self.epochs})")
+        if self.nesterov and self.optimizer == "sgd" and self.momentum == 0:
+            problems.append("nesterov: Nesterov momentum needs momentum > 0")
+        if self.early_stopping and self.val_size == 0:
+            problems.append("early_stopping: needs a validation set (val_size > 0) to watch")
+        if self.dataset == "mnist_sample" and given & {"data_dir", "download"}:
+            problems.append("data_dir, download: the MNIST sample ships inside the package; they apply to 'mnist'")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
 
 def _format_validation(err: ValidationError) -> str:
     parts = []
     for problem in err.errors():
         where = ".".join(str(p) for p in problem["loc"]) or "config"
+        if problem["type"] == "value_error" and not problem["loc"]:  # _options_apply names its fields
+            parts.append(problem["msg"].removeprefix("Value error, "))
+            continue
         message = "unknown option" if problem["type"] == "extra_forbidden" else problem["msg"]
         parts.append(f"{where}: {message}")
     return "invalid training configuration: " + "; ".join(parts)
@@ -114,8 +162,13 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         raise DcnnError(f"recipe {path} is not valid YAML: {err}") from None
     if not isinstance(values, dict):
         raise DcnnError(f"recipe {path} must be a mapping of option: value.")
-    return make_config({**values, **(overrides or {})})
+    overrides = dict(overrides or {})
+    if isinstance(values.get("model_options"), dict) and isinstance(overrides.get("model_options"), dict):
+        # --set model_options={...} adds to (or changes) the recipe's model options, keeping the others
+        overrides["model_options"] = {**values["model_options"], **overrides["model_options"]}
+    return make_config({**values, **overrides})
 
 
 def save_config(config: TrainConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    with atomic_output(path) as handle:
+        handle.write(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).encode())

@@ -1,14 +1,105 @@
-"""Optimizers, weight penalties and learning-rate schedules from a TrainConfig."""
+"""Optimizers, weight penalties and learning-rate schedules from a TrainConfig.
+
+Each optimizer and schedule is one entry of a name → builder table that also says which config
+fields it reads; TrainConfig derives its allowed names and its "does not apply" checks from these
+tables, and `dcnn train --help` lists the names, so adding one is one place.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 from torch.optim import lr_scheduler
 
-from dcnn.train.config import TrainConfig
+if TYPE_CHECKING:
+    from dcnn.train.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """A torch optimizer, the config fields it reads (field → its keyword), and per-optimizer
+    defaults for fields left unset (a None in TrainConfig)."""
+
+    cls: type[torch.optim.Optimizer]
+    options: dict[str, str]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+
+# Goodfellow et al. 2016, ch. 8.3-8.5.
+OPTIMIZERS: dict[str, OptimizerSpec] = {
+    # Momentum 0.9 as in Krizhevsky et al. 2012, Sec. 5; Nesterov as in Sutskever et al. 2013.
+    "sgd": OptimizerSpec(torch.optim.SGD, {"momentum": "momentum", "nesterov": "nesterov"}, {"momentum": 0.9},
+                         "SGD with (Nesterov) momentum"),
+    # Tieleman & Hinton 2012 (lecture 6e) define RMSProp without momentum: torch's default 0.
+    "rmsprop": OptimizerSpec(torch.optim.RMSprop, {"alpha": "alpha", "eps": "eps", "momentum": "momentum"},
+                             {"momentum": 0.0, "eps": 1e-8}, "RMSProp (Tieleman & Hinton 2012)"),
+    "adam": OptimizerSpec(torch.optim.Adam, {"betas": "betas", "eps": "eps"}, {"eps": 1e-8},
+                          "Adam (Kingma & Ba 2015)"),
+    "adamw": OptimizerSpec(torch.optim.AdamW, {"betas": "betas", "eps": "eps"}, {"eps": 1e-8},
+                           "AdamW, decoupled weight decay (Loshchilov & Hutter 2019)"),
+    # Zeiler 2012, Sec. 4: epsilon 1e-6.
+    "adadelta": OptimizerSpec(torch.optim.Adadelta, {"rho": "rho", "eps": "eps"}, {"eps": 1e-6},
+                              "Adadelta (Zeiler 2012)"),
+}
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """A learning-rate schedule: its builder (optimizer, config, steps per epoch, warmup steps) →
+    scheduler over the steps after warmup, and the config fields it reads."""
+
+    build: Callable[[torch.optim.Optimizer, TrainConfig, int, int], lr_scheduler.LRScheduler]
+    options: tuple[str, ...]
+    source: str = ""
+
+
+def _constant(optimizer: torch.optim.Optimizer, cfg: TrainConfig, spe: int, warmup: int) -> lr_scheduler.LRScheduler:
+    return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def _step(optimizer: torch.optim.Optimizer, cfg: TrainConfig, spe: int, warmup: int) -> lr_scheduler.LRScheduler:
+    return lr_scheduler.StepLR(optimizer, max(1, round(cfg.step_size * spe)), cfg.gamma)
+
+
+def _multistep(optimizer: torch.optim.Optimizer, cfg: TrainConfig, spe: int, warmup: int) -> lr_scheduler.LRScheduler:
+    return lr_scheduler.MultiStepLR(optimizer, sorted(round(m * spe) - warmup for m in cfg.milestones), cfg.gamma)
+
+
+def _cosine(optimizer: torch.optim.Optimizer, cfg: TrainConfig, spe: int, warmup: int) -> lr_scheduler.LRScheduler:
+    # Loshchilov & Hutter 2017, without restarts: from lr down to min_lr at the last step.
+    return lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs * spe - warmup), eta_min=cfg.min_lr)
+
+
+# torch's OneCycleLR starts at max_lr / 25 and ends at that / 1e4 unless min_lr says otherwise.
+ONECYCLE_DIV_FACTOR = 25.0
+ONECYCLE_FINAL_DIV_FACTOR = 1e4
+
+
+def _onecycle(optimizer: torch.optim.Optimizer, cfg: TrainConfig, spe: int, warmup: int) -> lr_scheduler.LRScheduler:
+    """Smith & Topin 2017: rise from lr/25 to lr (over warmup_epochs when given, else the fraction
+    pct_start of training), then anneal to min_lr (default lr/25/1e4), momentum cycling inversely."""
+    total = cfg.epochs * spe
+    pct_start = warmup / total if warmup else cfg.pct_start
+    initial = cfg.lr / ONECYCLE_DIV_FACTOR
+    final_div = initial / cfg.min_lr if cfg.min_lr else ONECYCLE_FINAL_DIV_FACTOR
+    return lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=pct_start,
+                                   div_factor=ONECYCLE_DIV_FACTOR, final_div_factor=final_div)
+
+
+SCHEDULES: dict[str, ScheduleSpec] = {
+    "constant": ScheduleSpec(_constant, ("warmup_epochs",), "constant learning rate"),
+    "step": ScheduleSpec(_step, ("step_size", "gamma", "warmup_epochs"), "multiply by gamma every step_size epochs"),
+    "multistep": ScheduleSpec(_multistep, ("milestones", "gamma", "warmup_epochs"),
+                              "multiply by gamma at each milestone epoch"),
+    "cosine": ScheduleSpec(_cosine, ("min_lr", "warmup_epochs"), "cosine annealing to min_lr"),
+    "onecycle": ScheduleSpec(_onecycle, ("warmup_epochs", "pct_start", "min_lr"), "one-cycle policy"),
+}
 
 
 def penalized_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -16,20 +107,22 @@ def penalized_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
 
 
+def optimizer_options(cfg: TrainConfig) -> dict[str, Any]:
+    """The keyword arguments the chosen optimizer is built with (unset fields: its own defaults)."""
+    spec = OPTIMIZERS[cfg.optimizer]
+    options: dict[str, Any] = {"lr": cfg.lr}
+    for name, keyword in spec.options.items():
+        value = getattr(cfg, name)
+        options[keyword] = spec.defaults[name] if value is None else value
+    return options
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     decayed = penalized_parameters(model)
     decayed_ids = {id(p) for p in decayed}
     others = [p for p in model.parameters() if p.requires_grad and id(p) not in decayed_ids]
     groups = [{"params": decayed, "weight_decay": cfg.weight_decay}, {"params": others, "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    if cfg.optimizer == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
-    return torch.optim.Adadelta(groups, lr=cfg.lr, rho=cfg.rho, eps=cfg.eps)
+    return OPTIMIZERS[cfg.optimizer].cls(groups, **optimizer_options(cfg))
 
 
 def l1_penalty(model: nn.Module) -> torch.Tensor:
@@ -41,20 +134,9 @@ def build_scheduler(
 ) -> lr_scheduler.LRScheduler:
     """A scheduler stepped after every optimizer step; epochs in the config become steps here."""
     total = cfg.epochs * steps_per_epoch
-    if cfg.schedule == "onecycle":  # Smith & Topin 2017: warm up to lr, anneal far below it
-        return lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=cfg.pct_start)
     warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total - 1)
-    after = total - warmup
-    if cfg.schedule == "step":
-        main = lr_scheduler.StepLR(optimizer, max(1, round(cfg.step_size * steps_per_epoch)), cfg.gamma)
-    elif cfg.schedule == "multistep":
-        milestones = sorted(round(m * steps_per_epoch) - warmup for m in cfg.milestones)
-        main = lr_scheduler.MultiStepLR(optimizer, milestones, cfg.gamma)
-    elif cfg.schedule == "cosine":  # Loshchilov & Hutter 2017, without restarts
-        main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, after), eta_min=cfg.min_lr)
-    else:
-        main = lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    if warmup == 0:
+    main = SCHEDULES[cfg.schedule].build(optimizer, cfg, steps_per_epoch, warmup)
+    if warmup == 0 or cfg.schedule == "onecycle":  # one-cycle's rise is its own warmup
         return main
     # Linear warmup (Goyal et al. 2017): lr·(t+1)/warmup for the first `warmup` steps.
     ramp = lr_scheduler.LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup - 1)

@@ -16,6 +16,7 @@ import csv
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,7 +42,7 @@ from dcnn.evaluate.metrics import ClassificationResult, evaluate
 from dcnn.fileio import atomic_output
 from dcnn.models import create_model, get_model_cfg
 from dcnn.train import checkpoint as ckpt
-from dcnn.train.config import TrainConfig, make_config, save_config
+from dcnn.train.config import RESUME_OPTIONS, TrainConfig, make_config, save_config
 from dcnn.train.optim import build_optimizer, build_scheduler, l1_penalty, steps_per_epoch
 
 console = Console(stderr=True)
@@ -109,7 +110,7 @@ def classification_loss(
     """Cross entropy of the main logits plus weighted auxiliary losses; returns (loss, main logits)."""
     logits, *aux = outputs if isinstance(outputs, tuple) else (outputs,)
     loss = F.cross_entropy(logits.float(), targets, label_smoothing=cfg.label_smoothing)
-    for weight, aux_logits in zip(aux_weights, aux, strict=False):
+    for weight, aux_logits in zip(aux_weights, aux, strict=True):
         loss = loss + weight * F.cross_entropy(aux_logits.float(), targets, label_smoothing=cfg.label_smoothing)
     return loss, logits
 
@@ -137,8 +138,7 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch(n, self.batch_size)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
-        self.aux_weights = tuple(cfg.aux_weights if cfg.aux_weights is not None
-                                 else getattr(self.model, "aux_loss_weights", ()))
+        self.aux_weights = auxiliary_weights(self.model, cfg)
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0
@@ -166,8 +166,11 @@ class Trainer:
 
     def load_state(self, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         self.model.load_state_dict(weights)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if state["config"]["epochs"] == self.cfg.epochs:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        else:
+            self._reschedule(state)
         torch.set_rng_state(state["rng"])
         if state["cuda_rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -176,6 +179,18 @@ class Trainer:
         self.running = dict(state["running"])
         self.best_val_acc = state["best_val_acc"]
         self.epochs_without_improvement = state["epochs_without_improvement"]
+
+    def _reschedule(self, state: dict[str, Any]) -> None:
+        """Resume a run whose length changed: the schedule is recomputed for the new number of epochs
+        (replayed up to the checkpoint's step), the optimizer's buffers come from the checkpoint."""
+        with warnings.catch_warnings():  # stepping a scheduler without optimizer steps is intended here
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(state["global_step"]):
+                self.scheduler.step()
+        scheduled = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group, values in zip(self.optimizer.param_groups, scheduled, strict=True):
+            group.update(values)
 
     def save_checkpoint(self) -> Path:
         return ckpt.save_checkpoint(self.run_dir, self.model, self.state(), self.metadata,
@@ -303,6 +318,20 @@ class Trainer:
         return result
 
 
+def auxiliary_weights(model: nn.Module, cfg: TrainConfig) -> tuple[float, ...]:
+    """The loss weight of each auxiliary classifier: the config's, else the model's own (the paper's)."""
+    own = tuple(getattr(model, "aux_loss_weights", ()))
+    if cfg.aux_weights is None:
+        return own
+    if not own:
+        raise DcnnError(f"aux_weights: model {cfg.model!r} has no auxiliary classifiers (as built with "
+                        f"{cfg.model_options or 'its default options'}); remove aux_weights.")
+    if len(cfg.aux_weights) != len(own):
+        raise DcnnError(f"aux_weights: {cfg.model!r} has {len(own)} auxiliary classifiers, so give {len(own)} "
+                        f"weights (its own are {list(own)}), not {len(cfg.aux_weights)}.")
+    return tuple(cfg.aux_weights)
+
+
 def append_metrics(run_dir: Path, fmt: str, row: dict[str, Any]) -> None:
     path = run_dir / f"metrics.{fmt}"
     if fmt == "jsonl":
@@ -334,15 +363,15 @@ def _row_epoch(line: str, fmt: str) -> int:
 
 
 def new_run_dir(cfg: TrainConfig) -> Path:
+    """Where a new run goes (created only once its data and model are ready, so that a run that
+    fails to start leaves no directory behind)."""
     if cfg.run_dir:
         path = Path(cfg.run_dir)
         if (path / "config.yaml").exists():
             raise DcnnError(f"run directory {path} already holds a run; resume it with "
                             f"`dcnn train --resume {path}` or choose another --run-dir.")
-    else:
-        path = Path("runs") / f"{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+        return path
+    return Path("runs") / f"{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
 def train(
@@ -351,13 +380,18 @@ def train(
     """Train from scratch; returns the run directory and the test-set result."""
     run_dir = new_run_dir(cfg)
     trainer = Trainer(cfg, run_dir, after_step)
+    run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     trainer.fit()
     return run_dir, trainer.finish()
 
 
-def resume(run_dir: str | Path) -> tuple[Path, ClassificationResult]:
-    """Continue a run from its newest good checkpoint (older ones are used if newer are corrupt)."""
+def resume(run_dir: str | Path, changes: dict[str, Any] | None = None) -> tuple[Path, ClassificationResult]:
+    """Continue a run from its newest good checkpoint (older ones are used if newer are corrupt).
+
+    `changes` may set the options in RESUME_OPTIONS (e.g. more `epochs` to extend a run, another
+    `device`); any other option that differs from the run's would break exact resumption and is
+    refused."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
@@ -365,9 +399,24 @@ def resume(run_dir: str | Path) -> tuple[Path, ClassificationResult]:
     path, weights, state, warnings = ckpt.load_latest_checkpoint(run_dir)
     for warning in warnings:
         console.print(f"[yellow]warning:[/] {warning}")
-    cfg = make_config(state["config"])
+    saved = make_config(state["config"])
+    cfg = make_config({**state["config"], **(changes or {})})
+    changed = {k for k in changes or {} if getattr(cfg, k) != getattr(saved, k)}
+    refused = sorted(changed - set(RESUME_OPTIONS))
+    if refused:
+        raise DcnnError(
+            f"a resumed run continues exactly as configured, so {', '.join(refused)} cannot change "
+            f"(the run has {', '.join(f'{k}={getattr(saved, k)!r}' for k in refused)}); with --resume you "
+            f"may change {', '.join(RESUME_OPTIONS)}. Start a new run to train differently."
+        )
+    done = state["epoch"] + (1 if state["step_in_epoch"] else 0)
+    if cfg.epochs < done:
+        raise DcnnError(f"epochs: the run has already trained {done} epoch(s) ({run_dir}); give --epochs {done} "
+                        "or more.")
     trainer = Trainer(cfg, run_dir)
     trainer.load_state(weights, state)
+    if changed:
+        save_config(cfg, config_path)
     truncate_metrics(run_dir, cfg.metrics_format, trainer.epoch)
     console.print(f"resuming from {path} (epoch {trainer.epoch + 1}, step {trainer.global_step})")
     trainer.fit()
