@@ -31,8 +31,6 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from dcnn.data.mnist import find_mnist, load_mnist
-from dcnn.data.prepare import batches
-from dcnn.evaluate.metrics import evaluate
 from dcnn.train import load_recipe, train
 from dcnn.train.trainer import Trainer
 
@@ -153,8 +151,7 @@ def dcnn_recipe(
 
 
 def trainer_test_accuracy(trainer: Trainer) -> float:
-    test = batches(trainer.data.test_x, trainer.data.test_y, 1000)
-    return evaluate(trainer.model, test, trainer.device, topk=(1,), num_hardest=0).accuracy(1)
+    return trainer.evaluate_on(trainer.data.test, topk=(1,), num_hardest=0).accuracy(1)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ User errors (DcnnError) print one line and exit with status 2; no traceback.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -84,6 +85,31 @@ def summary_command(
     out.print(f"total parameters: {total:,} (trainable {trainable:,})")
 
 
+def _views() -> dict:
+    from dcnn.evaluate.views import EVAL_VIEWS
+
+    return EVAL_VIEWS
+
+
+@app.command("datasets")
+def datasets_command() -> None:
+    """List the named datasets (any class-per-folder image set or CSV works by path too)."""
+    from dcnn.data.datasets import DATASETS
+
+    for name, entry in DATASETS.items():
+        out.print(f"{name:14} {entry.description}", highlight=False)
+
+
+@app.command("augmentations")
+def augmentations_command() -> None:
+    """List the batch augmentations a recipe's `augment:` list can name, with their options."""
+    from dcnn.data.augment import describe_augmentations
+
+    for name, options, help_text in describe_augmentations():
+        shown = ", ".join(f"{k}={v!r}" for k, v in options.items())
+        out.print(f"{name:20} {help_text} ({shown or 'no options'})", highlight=False)
+
+
 def parse_size(text: str) -> tuple[int, int, int]:
     try:
         size = tuple(int(v) for v in text.replace("x", ",").split(","))
@@ -110,8 +136,13 @@ def train_command(
     recipe: Annotated[Path | None, typer.Option(help="YAML recipe (see recipes/)")] = None,
     resume: Annotated[Path | None, typer.Option(help="continue the run in this directory")] = None,
     model: Annotated[str | None, typer.Option(help="model name (dcnn models)")] = None,
-    dataset: Annotated[str | None, typer.Option(help="mnist or mnist_sample")] = None,
-    data_dir: Annotated[str | None, typer.Option(help="folder holding mnist/ (else $DCNN_DATA_DIR)")] = None,
+    dataset: Annotated[str | None, typer.Option(
+        help="a dataset name (dcnn datasets) or the path of a class-per-folder image set or CSV of path,label")
+    ] = None,
+    data_dir: Annotated[str | None, typer.Option(help="folder of the named datasets (else $DCNN_DATA_DIR)")] = None,
+    val_split: Annotated[float | None, typer.Option(help="fraction of each class held out for validation")] = None,
+    image_size: Annotated[int | None, typer.Option(help="square input side (default: the model's)")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="stop at the first unreadable image")] = False,
     epochs: Annotated[int | None, typer.Option(help="passes over the training set")] = None,
     batch_size: Annotated[str | None, typer.Option(help="examples per step, or 'full'")] = None,
     optimizer: Annotated[str | None, typer.Option(help=", ".join(OPTIMIZERS))] = None,
@@ -127,7 +158,8 @@ def train_command(
     from dcnn.train import load_recipe, make_config, train
     from dcnn.train import resume as resume_run
 
-    options = {"model": model, "dataset": dataset, "data_dir": data_dir, "epochs": epochs,
+    options = {"model": model, "dataset": dataset, "data_dir": data_dir, "val_split": val_split,
+               "image_size": image_size, "strict": strict or None, "epochs": epochs,
                "batch_size": _batch_size(batch_size), "optimizer": optimizer, "lr": lr,
                "schedule": schedule, "device": device, "seed": seed, "run_dir": run_dir}
     overrides = {k: v for k, v in options.items() if v is not None}
@@ -141,7 +173,7 @@ def train_command(
     else:
         config = load_recipe(recipe, overrides) if recipe else make_config(overrides)
         run, result = train(config)
-    print_result(result)
+    print_result(result, json.loads((run / "eval" / "metrics.json").read_text()).get("split", "test"))
     out.print(f"run saved in {run}")
 
 
@@ -154,23 +186,29 @@ def _batch_size(text: str | None) -> int | str | None:
         raise DcnnError(f"--batch-size {text!r} must be a positive integer or 'full'.") from None
 
 
-def print_result(result: Any) -> None:
+def print_result(result: Any, split: str = "test") -> None:
     top5 = result.topk_accuracy.get(5)
-    out.print(f"test accuracy: {100 * result.accuracy(1):.2f}% (top-1 error {100 * result.error(1):.2f}%)"
+    label = "validation" if split == "val" else split
+    out.print(f"{label} accuracy: {100 * result.accuracy(1):.2f}% (top-1 error {100 * result.error(1):.2f}%)"
               + (f", top-5 accuracy {100 * top5:.2f}%" if top5 is not None else ""))
 
 
 @app.command("eval")
 def eval_command(
     source: Annotated[Path, typer.Argument(help="a run directory or a model .safetensors file")],
-    data_dir: Annotated[str | None, typer.Option(help="folder holding mnist/")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="folder holding the named datasets")] = None,
     out_dir: Annotated[Path | None, typer.Option(help="report folder (default: RUN_DIR/eval)")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
+    dataset: Annotated[str | None, typer.Option(
+        help="evaluate on this image folder instead (same class names as the run)")] = None,
+    view: Annotated[str, typer.Option(help=", ".join(f"{n}: {v.description}" for n, v in _views().items()))
+                    ] = "center",
 ) -> None:
     """Evaluate a trained model on its test set: top-1/top-5, per-class accuracy, confusion matrix."""
     from dcnn.evaluate.run import evaluate_model_file
 
-    result, report_dir, class_names = evaluate_model_file(source, data_dir, out_dir, device)
+    result, report_dir, class_names = evaluate_model_file(source, data_dir, out_dir, device, dataset, view)
+    out.print(f"view: {view}")
     print_result(result)
     per_class = result.per_class_accuracy
     out.print("per class: " + ", ".join(f"{n} {100 * float(a):.1f}%" for n, a in zip(class_names, per_class,
@@ -199,6 +237,58 @@ def predict_command(
     if failures:
         err.print(f"{len(failures)} of {len(images)} images could not be read.")
         raise typer.Exit(1)
+
+
+@app.command("inspect")
+def inspect_command(
+    run: Annotated[Path, typer.Argument(help="a finished run directory")],
+    top: Annotated[int, typer.Option(help="how many of the hardest examples per split")] = 16,
+    out_dir: Annotated[Path | None, typer.Option(help="output folder (default: RUN/inspect)")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
+) -> None:
+    """The training and test images with the highest loss (likely mislabeled or hard), as a table
+    and a contact sheet per split."""
+    from dcnn.evaluate.inspect import inspect_run
+
+    rows, folder = inspect_run(run, top, out_dir, device)
+    grid = Table("split", "#", "image", "true", "predicted", "p", "loss")
+    for row in rows:
+        grid.add_row(row.split, str(row.index), row.source, row.true, row.predicted, f"{row.probability:.2f}",
+                     f"{row.loss:.3f}")
+    (out if out.is_terminal else Console(width=200)).print(grid)
+    out.print(f"contact sheets and hardest.csv written to {folder}")
+
+
+@app.command("augment")
+def augment_command(
+    recipe: Annotated[Path | None, typer.Option(help="YAML recipe whose data and augment list to show")] = None,
+    out_path: Annotated[Path, typer.Option("--out", help="PNG to write")] = Path("augment.png"),
+    count: Annotated[int, typer.Option(help="training images to show (rows)")] = 8,
+    copies: Annotated[int, typer.Option(help="augmented copies of each (columns after the original)")] = 4,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="any config field: key=value")] = None,
+) -> None:
+    """Draw a grid of augmented training samples: what the model will see."""
+    import torch
+
+    from dcnn.data.augment import build_augment
+    from dcnn.data.pipeline import sample_images
+    from dcnn.models import get_model_cfg
+    from dcnn.train import load_recipe, make_config
+    from dcnn.train.trainer import prepare_data
+    from dcnn.visualize.augment_grid import save_augmentation_grid
+
+    if not 1 <= count <= 32 or copies < 1:
+        raise DcnnError("--count must be 1 to 32 and --copies at least 1.")
+    overrides = {**parse_overrides(set_ or []), "progress": False}
+    cfg = load_recipe(recipe, overrides) if recipe else make_config(overrides)
+    data = prepare_data(cfg, get_model_cfg(cfg.model), torch.device("cpu"))
+    augment = build_augment(cfg.augment, len(data.class_names))
+    if augment is not None:
+        augment.fit(sample_images(data.train, seed=cfg.seed))
+    images, labels = next(data.train.epoch(0))
+    path = save_augmentation_grid(images[:count].cpu(), labels[:count].cpu(), data.class_names, augment,
+                                  out_path, seed=cfg.seed, copies=copies)
+    out.print(f"{'no augmentation in this recipe; ' if augment is None else ''}grid written to {path}")
 
 
 @app.command("demo")

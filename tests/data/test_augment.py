@@ -28,6 +28,7 @@ def batch(channels: int = 3, n: int = N, low: float = 0.0, high: float = 1.0) ->
 def augment(spec: list, images: torch.Tensor, seed: int = 0, labels: torch.Tensor | None = None, num_classes: int = N):
     aug = build_augment(spec, num_classes)
     assert isinstance(aug, BatchAugment)
+    aug.fit((images * 255).round().to(torch.uint8))  # pca_lighting learns the colour statistics
     labels = torch.arange(images.shape[0]) % num_classes if labels is None else labels
     return aug(images, labels, seed)
 
@@ -70,6 +71,27 @@ def test_random_crop_is_a_window_of_the_padded_image(mode: str, torch_mode: str)
         assert len(found) == 1, f"image {i} is not a window of its padded self"
         offsets.add(found[0])
     assert len(offsets) > N // 2  # offsets are drawn per image
+
+
+def test_random_crop_defaults_to_the_image_size_and_replicates_edges() -> None:
+    x = batch()
+    out, _ = augment([{"random_crop": {"padding": 1, "padding_mode": "replicate"}}], x)
+    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    for i in range(N):
+        assert any(torch.equal(out[i], padded[i, :, dy : dy + H, dx : dx + W]) for dy in range(3) for dx in range(3))
+
+
+def test_pca_lighting_adds_one_principal_colour_shift_per_image() -> None:
+    x = batch()
+    aug = build_augment([{"pca_lighting": {"std": 0.1}}], N)
+    aug.fit((x * 255).round().to(torch.uint8))
+    mid = torch.full_like(x, 0.5)  # far from the clamp
+    out, _ = aug(mid, torch.arange(N), 0)
+    shift = out - mid
+    assert torch.allclose(shift, shift[:, :, :1, :1].expand_as(shift), atol=1e-6)  # constant over pixels
+    assert shift.abs().amax() > 0
+    with pytest.raises(DcnnError, match="fitted on the training images"):
+        build_augment(["pca_lighting"], N)(mid, torch.arange(N), 0)
 
 
 def test_random_crop_to_a_smaller_size() -> None:
@@ -337,6 +359,10 @@ def small_options(name: str) -> dict:
 @pytest.mark.parametrize("name", augmentation_names())
 def test_every_augmentation_keeps_values_in_range(name: str, channels: int) -> None:
     options = small_options(name)
+    if name == "pca_lighting" and channels == 1:
+        with pytest.raises(DcnnError, match="alters the RGB channels"):
+            augment([name], batch(channels=1, n=4))
+        return
     if name == "color_jitter" and channels == 1:
         options = {"saturation": 0.0}
     x = batch(channels=channels, n=4)
@@ -352,6 +378,7 @@ def test_same_seed_same_output_other_seed_other_output() -> None:
     spec = [s if s != "clahe" else {"clahe": {"grid_size": 4}} for s in spec]
     aug = build_augment(spec, N)
     x = batch()
+    aug.fit((x * 255).round().to(torch.uint8))
     a, ta = aug(x, torch.arange(N), 7)
     b, tb = aug(x, torch.arange(N), 7)
     c, tc = aug(x, torch.arange(N), 8)
@@ -421,8 +448,9 @@ def test_describe_shows_defaults_and_help() -> None:
     assert set(described) == {
         "color_jitter", "contrast_stretch", "equalize", "clahe", "gaussian_noise", "translate", "scale",
         "rotate", "hflip", "vflip", "perspective", "random_crop", "random_resized_crop", "cutout", "mixup", "cutmix",
+        "pca_lighting",
     }  # fmt: skip
-    assert described["random_crop"][0] == {"size": 32, "padding": 4, "padding_mode": "zeros"}
+    assert described["random_crop"][0] == {"size": None, "padding": 4, "padding_mode": "zeros"}
     assert described["random_resized_crop"][0] == {"size": 224, "scale": (0.08, 1.0), "ratio": (0.75, 4 / 3)}
     assert described["hflip"][0] == {"p": 0.5}
     assert described["mixup"][0] == {"alpha": 0.2}

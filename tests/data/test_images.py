@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dcnn.data.images import Preprocess, load_image, load_images, open_image
+from dcnn.data.images import load_image, load_images, open_image
+from dcnn.data.preprocess import Preprocess
 from dcnn.errors import DcnnError
 from dcnn.models import create_model
 
@@ -198,7 +199,7 @@ def test_for_model_rejects_unknown_models() -> None:
         ({"input_size": (4, 8, 8), "mean": (0.0,) * 4, "std": (1.0,) * 4}, "1 \\(grayscale\\) or 3"),
         ({"mean": (0.5,)}, "mean and std need 3 values"),
         ({"std": (1.0, 0.0, 1.0)}, "std must be positive"),
-        ({"resize_mode": "stretch"}, "resize_mode"),
+        ({"resize_mode": "squash"}, "resize_mode"),
         ({"crop_pct": 1.5}, "crop_pct"),
         ({"content_size": (40, 40)}, "content_size"),
         ({"interpolation": "lanczos"}, "interpolation"),

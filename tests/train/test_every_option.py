@@ -22,7 +22,9 @@ from typing import Any
 import pytest
 import torch
 import torch.nn as nn
+from PIL import Image
 
+from dcnn.data import loader as loader_module
 from dcnn.data import mnist
 from dcnn.errors import DcnnError
 from dcnn.train import TrainConfig, make_config, train
@@ -49,7 +51,8 @@ class Observed:
     lrs: tuple = ()
     result: tuple = ()
     stderr: str = ""
-    extra: dict = field(default_factory=dict)
+    data_summary: str = ""
+    loaders: tuple = ()
 
 
 def _digest(state: dict[str, torch.Tensor]) -> str:
@@ -76,7 +79,7 @@ def observe(root: Path, values: dict[str, Any], monkeypatch: pytest.MonkeyPatch)
 
         def before(module: nn.Module, inputs: tuple) -> None:
             x = inputs[0]
-            record = (x.shape[0], round(float(x.float().sum()), 2))
+            record = (tuple(x.shape), round(float(x.float().sum()), 2))
             (train_batches if module.training else eval_batches).append(record)
 
         def first_conv_output(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
@@ -89,13 +92,21 @@ def observe(root: Path, values: dict[str, Any], monkeypatch: pytest.MonkeyPatch)
 
     def after_step(trainer: trainer_module.Trainer) -> bool:
         if not obs.optimizer:
-            groups = [{k: v for k, v in g.items() if k not in ("params", "lr", "initial_lr")}
-                      for g in trainer.optimizer.param_groups]
+            groups = [{**{k: v for k, v in g.items() if k not in ("params", "lr", "initial_lr")},
+                       "parameters": sum(p.numel() for p in g["params"])} for g in trainer.optimizer.param_groups]
             obs.optimizer = (type(trainer.optimizer).__name__, json.dumps(groups, sort_keys=True, default=str))
         lrs.append(round(trainer.optimizer.param_groups[0]["lr"], 12))
         return False
 
     monkeypatch.setattr(trainer_module, "create_model", create_with_hooks)
+    workers: list[int] = []
+
+    class RecordingLoader(loader_module.DataLoader):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            workers.append(kwargs.get("num_workers", 0))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(loader_module, "DataLoader", RecordingLoader)
     stderr = io.StringIO()
     try:
         with redirect_stderr(stderr):
@@ -122,6 +133,8 @@ def observe(root: Path, values: dict[str, Any], monkeypatch: pytest.MonkeyPatch)
     obs.train_batches, obs.eval_batches = tuple(train_batches), tuple(eval_batches)
     obs.layer_io, obs.lrs = frozenset(layer_io), tuple(lrs)
     obs.result = (result.num_samples, result.mean_loss)
+    obs.data_summary = (run_dir / "data.json").read_text()
+    obs.loaders = tuple(workers)
     return obs
 
 
@@ -140,6 +153,25 @@ def _no_download(*args: Any, **kwargs: Any) -> None:
     raise DcnnError("download attempted")
 
 
+# An image folder (three classes of 16 non-square photos) for the options of image files; BAD adds a
+# zero-byte "image".
+FOLDER = {"dataset": "FOLDER", "val_size": None, "batch_size": 16}
+BAD = {**FOLDER, "dataset": "BAD"}
+
+
+def make_folder(root: Path, bad: bool) -> Path:
+    generator = torch.Generator().manual_seed(0)
+    for c, name in enumerate(("circle", "square", "stripes")):
+        (root / name).mkdir(parents=True)
+        for i in range(16):
+            pixels = (torch.rand(30, 44, 3, generator=generator) * 80 + 60 * c).to(torch.uint8)
+            pixels[:, 8 * c : 8 * c + 6] = 255  # a class-dependent bright band, off centre
+            Image.fromarray(pixels.numpy()).save(root / name / f"{i}.png")
+    if bad:
+        (root / "circle" / "broken.png").write_bytes(b"")
+    return root
+
+
 CASES: dict[str, Case] = {
     "model": Case("lenet5", "architecture"),
     "model_options": Case({"batch_norm": True}, "architecture"),
@@ -153,7 +185,7 @@ CASES: dict[str, Case] = {
     "epochs": Case(3, "metrics"),
     "batch_size": Case(30, "train_batches"),
     "eval_batch_size": Case(20, "eval_batches"),
-    "random_shift": Case(2, "train_batches"),
+    "augment": Case([{"random_crop": {"padding": 2}}], "train_batches"),
     "optimizer": Case("adam", "optimizer"),
     "lr": Case(0.01, "lrs"),
     "momentum": Case(0.5, "optimizer"),
@@ -186,6 +218,19 @@ CASES: dict[str, Case] = {
     "keep_checkpoints": Case(1, "files"),
     "early_stopping": Case(1, "metrics", {"epochs": 4, "lr": 1e-12}),
     "progress": Case(True, "stderr"),
+    "val_split": Case(0.3, "eval_batches", {"val_size": None}),
+    "image_size": Case(32, "train_batches"),
+    "fit": Case("stretch", "train_batches", FOLDER),
+    "loading": Case("lazy", "data_summary", FOLDER),
+    "workers": Case(0, "loaders", {**FOLDER, "loading": "lazy"}),
+    "strict": Case(True, "error", BAD, "is empty (0 bytes)"),
+    "normalize": Case("dataset", "train_batches"),
+    "whitening": Case("zca", "train_batches"),
+    "whitening_epsilon": Case(0.5, "train_batches", {"whitening": "zca"}),
+    "class_balance": Case("sampler", "train_batches"),
+    "init_from": Case("RUN", "weights"),
+    "freeze": Case("backbone", "optimizer"),
+    "backbone_lr_scale": Case(0.1, "optimizer"),
 }
 
 
@@ -200,10 +245,20 @@ def test_changing_the_field_changes_what_it_governs(name, tmp_path, monkeypatch)
     empty = tmp_path / "empty"
     empty.mkdir()
 
+    tokens = {"EMPTY": lambda: str(empty), "FOLDER": lambda: str(make_folder(tmp_path / "folder", bad=False)),
+              "BAD": lambda: str(make_folder(tmp_path / "bad", bad=True)),
+              "RUN": lambda: str(train(make_config({**BASE, "run_dir": str(tmp_path / "init"), "epochs": 1}))[0])}
+
+    made: dict[str, str] = {}
+
     def resolve(values: dict[str, Any]) -> dict[str, Any]:
-        return {k: str(empty) if v == "EMPTY" else v for k, v in values.items()}
+        for value in values.values():
+            if isinstance(value, str) and value in tokens and value not in made:
+                made[value] = tokens[value]()
+        return {k: made.get(v, v) if isinstance(v, str) else v for k, v in values.items()}
 
     monkeypatch.setattr(mnist, "_download_missing", _no_download)
+    monkeypatch.setenv("DCNN_CACHE_DIR", str(tmp_path / "cache"))
     before = observe(tmp_path / "before", resolve(case.base), monkeypatch)
     after = observe(tmp_path / "after", resolve({**case.base, name: case.value}), monkeypatch)
     if case.aspect == "error":  # refused, or failing for the reason the field gives (e.g. download)

@@ -40,9 +40,10 @@ def test_a_run_learns_and_writes_its_files(tmp_path):
 
 
 def test_same_seed_same_run_and_other_seed_other_run(tmp_path):
-    a, _ = train(tiny_config(tmp_path / "a", epochs=1, random_shift=2))
-    b, _ = train(tiny_config(tmp_path / "b", epochs=1, random_shift=2))
-    c, _ = train(tiny_config(tmp_path / "c", epochs=1, random_shift=2, seed=4))
+    shifts = [{"random_crop": {"padding": 2}}]
+    a, _ = train(tiny_config(tmp_path / "a", epochs=1, augment=shifts))
+    b, _ = train(tiny_config(tmp_path / "b", epochs=1, augment=shifts))
+    c, _ = train(tiny_config(tmp_path / "c", epochs=1, augment=shifts, seed=4))
     wa, wb, wc = weights(a), weights(b), weights(c)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert not all(torch.equal(wa[k], wc[k]) for k in wa)
@@ -128,7 +129,8 @@ def one_step_update(tmp_path, **overrides) -> dict[str, torch.Tensor]:
     (tmp_path / "run").mkdir(parents=True)
     trainer = Trainer(cfg, tmp_path / "run")
     before = {k: v.clone() for k, v in trainer.model.named_parameters()}
-    trainer.train_step(torch.arange(50))
+    images, labels = next(trainer.data.train.epoch(0))
+    trainer.train_step(images, labels)
     return {k: v.detach() - before[k] for k, v in trainer.model.named_parameters()}
 
 

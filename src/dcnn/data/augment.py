@@ -28,6 +28,7 @@ to jitter brightness and contrast only).
 from __future__ import annotations
 
 import inspect
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dcnn.data.whitening import ColorPCA, fit_color_pca
 from dcnn.errors import DcnnError, did_you_mean
 
 # An image operation maps a float batch (N, C, H, W) in [0, 1] to an augmented one.
@@ -102,6 +104,8 @@ def describe_augmentations() -> list[tuple[str, dict[str, Any], str]]:
 def _type_name(hint: Any) -> str:
     if typing.get_origin(hint) is Literal:
         return " or ".join(repr(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(hint))
     if typing.get_origin(hint) is tuple:
         return f"a pair of {typing.get_args(hint)[0].__name__}s, e.g. [a, b]"
     return {bool: "true or false", int: "an integer", float: "a number"}.get(hint, getattr(hint, "__name__", str(hint)))
@@ -112,6 +116,14 @@ def _coerce(hint: Any, value: Any) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Literal and value in args:
         return value
+    if origin in (typing.Union, types.UnionType):  # e.g. int | None
+        if value is None and type(None) in args:
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(option, value)
+            except TypeError:
+                continue
     if origin is tuple and isinstance(value, list | tuple) and len(value) == len(args):
         return tuple(_coerce(h, v) for h, v in zip(args, value, strict=True))
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
@@ -213,6 +225,13 @@ class BatchAugment:
 
     def __repr__(self) -> str:
         return f"BatchAugment({self.spec!r}, num_classes={self.num_classes})"
+
+    def fit(self, images: Tensor) -> None:
+        """Fit the augmentations that need training-set statistics (pca_lighting) on uint8 training
+        images (N, C, H, W)."""
+        for op in self._ops:
+            if hasattr(op, "fit"):
+                op.fit(images)
 
     def __call__(self, images: Tensor, labels: Tensor, seed: int) -> tuple[Tensor, Tensor]:
         """Augment a batch.
@@ -409,25 +428,35 @@ def perspective(*, distortion_scale: float = 0.5, p: float = 0.5) -> ImageOp:
 
 
 @register_augmentation("random_crop")
-def random_crop(*, size: int = 32, padding: int = 4, padding_mode: Literal["zeros", "reflect"] = "zeros") -> ImageOp:
-    """Pad each side by `padding` pixels, then take a random size×size window."""
+def random_crop(
+    *, size: int | None = None, padding: int = 4, padding_mode: Literal["zeros", "reflect", "replicate"] = "zeros"
+) -> ImageOp:
+    """Pad each side by `padding` pixels, then take a random size×size window (default: the image's size)."""
     # The CIFAR protocol: pad 4, random 32×32 crop (He et al. 2016, Sec. 4.2); random crops of the
-    # training images (Krizhevsky et al. 2012, Sec. 4.1).
-    _check(size >= 1, f"size must be at least 1, got {size}")
+    # training images (Krizhevsky et al. 2012, Sec. 4.1); translations by a pixel or two for digits
+    # (LeCun et al. 1998, Sec. V.B, "distortions"). One gather per batch: each image's window is
+    # read out of the padded batch by index, no per-image loop.
+    _check(size is None or size >= 1, f"size must be at least 1, got {size}")
     _check(padding >= 0, f"padding must be at least 0, got {padding}")
-    mode = {"zeros": "constant", "reflect": "reflect"}[padding_mode]
-    crop = K.RandomCrop((size, size), padding=padding or None, padding_mode=mode, p=1.0)
+    mode = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate"}[padding_mode]
 
     def apply(images: Tensor) -> Tensor:
-        height, width = images.shape[-2:]
-        if size > min(height, width) + 2 * padding:
+        n, _, height, width = images.shape
+        out_h, out_w = (size, size) if size is not None else (height, width)
+        if out_h > height + 2 * padding or out_w > width + 2 * padding:
             raise DcnnError(
                 f"random_crop size {size} is larger than the padded image ({height}×{width} plus {padding} "
                 "on each side); lower size or raise padding."
             )
         if padding_mode == "reflect" and padding >= min(height, width):
             raise DcnnError(f"random_crop reflect padding {padding} must be smaller than the image ({height}×{width}).")
-        return crop(images)
+        padded = F.pad(images, (padding,) * 4, mode=mode) if padding else images
+        dy = torch.randint(0, height + 2 * padding - out_h + 1, (n,))
+        dx = torch.randint(0, width + 2 * padding - out_w + 1, (n,))
+        rows = (dy.view(n, 1) + torch.arange(out_h).view(1, out_h)).to(images.device)
+        cols = (dx.view(n, 1) + torch.arange(out_w).view(1, out_w)).to(images.device)
+        index = torch.arange(n, device=images.device).view(n, 1, 1)
+        return padded.permute(0, 2, 3, 1)[index, rows.view(n, out_h, 1), cols.view(n, 1, out_w)].permute(0, 3, 1, 2)
 
     return apply
 
@@ -510,6 +539,33 @@ class CutMix(LabelMix):
         mixed[:, :, top:bottom, left:right] = images[perm, :, top:bottom, left:right]
         pasted = (bottom - top) * (right - left) / (height * width)
         return mixed, (1 - pasted) * targets + pasted * targets[perm]
+
+
+class PCALighting:
+    """AlexNet's colour augmentation (Krizhevsky et al. 2012, Sec. 4.1): add to every pixel of an
+    image the principal components of the training set's RGB values, each scaled by its eigenvalue
+    times a N(0, std) draw per image. Needs the training split: :meth:`BatchAugment.fit`."""
+
+    def __init__(self, std: float) -> None:
+        self.std = std
+        self.color_pca: ColorPCA | None = None
+
+    def fit(self, images: Tensor) -> None:
+        if images.shape[1] != 3:
+            raise DcnnError(f"pca_lighting alters the RGB channels; these images have {images.shape[1]}.")
+        self.color_pca = fit_color_pca(images)
+
+    def __call__(self, images: Tensor) -> Tensor:
+        if self.color_pca is None:
+            raise DcnnError("pca_lighting must be fitted on the training images first (BatchAugment.fit).")
+        return self.color_pca.augment(images, self.std).clamp_(0.0, 1.0)
+
+
+@register_augmentation("pca_lighting")
+def pca_lighting(*, std: float = 0.1) -> PCALighting:
+    """AlexNet's PCA colour noise, fitted on the training images."""
+    _check(std >= 0, f"std must be at least 0, got {std}")
+    return PCALighting(std)
 
 
 @register_augmentation("mixup")

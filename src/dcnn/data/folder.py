@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 import random
 from collections.abc import Sequence
@@ -276,20 +277,19 @@ def read_csv_list(path: str | Path) -> ImageFiles:
     return ImageFiles([p for p, _ in rows], [index[label] for _, label in rows], class_names)
 
 
-def stratified_split(files: ImageFiles, val_fraction: float, seed: int) -> tuple[ImageFiles, ImageFiles]:
-    """Split into (train, val) with `val_fraction` of every class in val (rounded), chosen at random
-    with `seed`.
+def stratified_indices(labels: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices of (train, val) with `val_fraction` of every class in val (rounded), chosen at
+    random with `seed`; both in ascending order.
 
     A class with at least two images keeps at least one in train and, when `val_fraction` > 0, at
-    least one in val; a class with one image keeps it in train. Both parts keep the original order
-    and all class names.
+    least one in val; a class with one image keeps it in train.
     """
     if not 0 <= val_fraction < 1:
         raise DcnnError(f"val_fraction must be in [0, 1), not {val_fraction}.")
     rng = random.Random(seed)
     by_class: dict[int, list[int]] = {}
-    for i, label in enumerate(files.labels):
-        by_class.setdefault(label, []).append(i)
+    for i, label in enumerate(labels):
+        by_class.setdefault(int(label), []).append(i)
     val: list[int] = []
     for label in sorted(by_class):
         members = by_class[label]
@@ -298,8 +298,14 @@ def stratified_split(files: ImageFiles, val_fraction: float, seed: int) -> tuple
         n_val = min(max(round(count * val_fraction), int(val_fraction > 0)), count - 1) if count >= 2 else 0
         val.extend(rng.sample(members, n_val))
     in_val = set(val)
-    train_idx = [i for i in range(len(files)) if i not in in_val]
-    return files.subset(train_idx), files.subset(sorted(in_val))
+    return [i for i in range(len(labels)) if i not in in_val], sorted(in_val)
+
+
+def stratified_split(files: ImageFiles, val_fraction: float, seed: int) -> tuple[ImageFiles, ImageFiles]:
+    """Split into (train, val) by :func:`stratified_indices`; both parts keep the original order and
+    all class names."""
+    train_idx, val_idx = stratified_indices(files.labels, val_fraction, seed)
+    return files.subset(train_idx), files.subset(val_idx)
 
 
 # --- Decoding ---------------------------------------------------------------------------------
@@ -342,21 +348,38 @@ def _resized_shape(width: int, height: int, size: tuple[int, int], fit: Fit) -> 
     return out_w, max(out_h, int(out_w * height / width))
 
 
-def _decode(path: Path, size: tuple[int, int], channels: int, fit: Fit, max_pixels: int) -> np.ndarray:
-    """One file as uint8 (channels, H, W); raises DcnnError for a file that cannot be decoded."""
+_RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+               "nearest": Image.Resampling.NEAREST}
+
+
+def fit_image(
+    image: Image.Image, size: tuple[int, int], channels: int, fit: Fit = "crop", crop_pct: float = 1.0,
+    interpolation: str = "bilinear",
+) -> np.ndarray:
+    """A decoded image as uint8 (channels, H, W) of `size`: "crop" resizes it to cover
+    ``floor(size / crop_pct)`` and takes the centre `size` (crop_pct 1: the shorter side becomes the
+    target, torchvision's Resize + CenterCrop; 0.875: timm's and torchvision's ImageNet evaluation),
+    "stretch" resizes it to `size` whatever its aspect ratio."""
     out_h, out_w = size
-    image = open_image(path, max_pixels=max_pixels, draft_size=(_DRAFT_MARGIN * out_w, _DRAFT_MARGIN * out_h))
+    cover = (math.floor(out_h / crop_pct), math.floor(out_w / crop_pct)) if fit == "crop" else size
     image = _to_8bit(image, channels)
-    new_w, new_h = _resized_shape(*image.size, size, fit)
+    new_w, new_h = _resized_shape(*image.size, cover, fit)
     if image.size != (new_w, new_h):
-        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=_REDUCING_GAP)
+        image = image.resize((new_w, new_h), _RESAMPLING[interpolation], reducing_gap=_REDUCING_GAP)
     top, left = round((new_h - out_h) / 2), round((new_w - out_w) / 2)
     array = np.asarray(image)[top : top + out_h, left : left + out_w]
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     if array.shape[0] != channels:
         luminance = to_channels(torch.from_numpy(array.astype(np.float32)), channels)
         return luminance.round_().clamp_(0, 255).to(torch.uint8).numpy()
-    return array
+    return np.ascontiguousarray(array)
+
+
+def _decode(path: Path, size: tuple[int, int], channels: int, fit: Fit, max_pixels: int) -> np.ndarray:
+    """One file as uint8 (channels, H, W); raises DcnnError for a file that cannot be decoded."""
+    out_h, out_w = size
+    image = open_image(path, max_pixels=max_pixels, draft_size=(_DRAFT_MARGIN * out_w, _DRAFT_MARGIN * out_h))
+    return fit_image(image, size, channels, fit)
 
 
 def decode_image_file(

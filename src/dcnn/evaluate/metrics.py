@@ -32,7 +32,7 @@ class HardExample:
     `index` counts samples in the order they were fed to :meth:`ClassificationMetrics.update` (the
     dataset index when the loader does not shuffle). `loss` is the sample's loss (cross-entropy
     unless per-sample losses were given), `true_class_probability` the softmax probability of its
-    true class.
+    true class, `predicted_probability` that of the predicted class.
     """
 
     index: int
@@ -40,6 +40,7 @@ class HardExample:
     prediction: int
     loss: float
     true_class_probability: float
+    predicted_probability: float
 
 
 @dataclass(frozen=True, eq=False)
@@ -239,6 +240,7 @@ class ClassificationMetrics:
                 "prediction": predictions,
                 "loss": sample_loss,
                 "true_class_probability": true_log_prob.exp(),
+                "predicted_probability": log_probs.gather(1, predictions[:, None]).squeeze(1).exp(),
             }
         )
         self._num_samples += batch_size

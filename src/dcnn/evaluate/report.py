@@ -12,6 +12,7 @@ import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,10 +30,12 @@ MAX_LABELLED_CLASSES = 100
 
 
 def write_report(
-    result: ClassificationResult, out_dir: str | Path, class_names: Sequence[str] | None = None
+    result: ClassificationResult, out_dir: str | Path, class_names: Sequence[str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write metrics.json, confusion_matrix.csv and confusion_matrix.png into `out_dir` (created if
-    needed); returns the written paths by file name."""
+    needed); `extra` adds fields to metrics.json (how the figures were made: view, dataset, ...).
+    Returns the written paths by file name."""
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -42,7 +45,7 @@ def write_report(
         ) from None
     names = resolve_class_names(class_names, result.num_classes)
     paths = {
-        METRICS_FILE: write_metrics_json(result, out_dir / METRICS_FILE, names),
+        METRICS_FILE: write_metrics_json(result, out_dir / METRICS_FILE, names, extra),
         CONFUSION_CSV_FILE: write_confusion_csv(result.confusion_matrix, out_dir / CONFUSION_CSV_FILE, names),
         CONFUSION_PNG_FILE: plot_confusion_matrix(
             result.confusion_matrix, out_dir / CONFUSION_PNG_FILE, names
@@ -52,10 +55,11 @@ def write_report(
 
 
 def write_metrics_json(
-    result: ClassificationResult, path: str | Path, class_names: Sequence[str] | None = None
+    result: ClassificationResult, path: str | Path, class_names: Sequence[str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the JSON summary of :meth:`ClassificationResult.to_dict` to `path`."""
-    text = json.dumps(result.to_dict(class_names), indent=2, allow_nan=False) + "\n"
+    """Write the JSON summary of :meth:`ClassificationResult.to_dict` (and `extra`) to `path`."""
+    text = json.dumps({**(extra or {}), **result.to_dict(class_names)}, indent=2, allow_nan=False) + "\n"
     with atomic_output(path) as handle:
         handle.write(text.encode())
     return Path(path)

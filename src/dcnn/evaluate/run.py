@@ -1,4 +1,8 @@
-"""Evaluate and use trained model files: the library side of `dcnn eval` and `dcnn predict`."""
+"""Evaluate and use trained model files: the library side of `dcnn eval` and `dcnn predict`.
+
+Both read the preprocessing a model file records (:class:`dcnn.data.preprocess.Preprocess`) and
+prepare images exactly as training did.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,14 @@ from typing import Any
 
 import torch
 
-from dcnn.data.images import Preprocess, load_images
-from dcnn.data.prepare import Preprocessing, batches, load_split
+from dcnn.data.datasets import load_test_split
+from dcnn.data.images import load_images
+from dcnn.data.pipeline import at_size, make_batches, model_inputs
+from dcnn.data.preprocess import Preprocess
 from dcnn.errors import DcnnError
 from dcnn.evaluate.metrics import ClassificationResult, evaluate
 from dcnn.evaluate.report import write_report
+from dcnn.evaluate.views import ViewModel, eval_source_size, get_view
 from dcnn.train.checkpoint import load_model_file
 from dcnn.train.trainer import resolve_device
 
@@ -28,10 +35,11 @@ def model_file_of(source: str | Path) -> Path:
     return source
 
 
-def preprocessing_of(meta: dict[str, Any]) -> Preprocessing:
-    p = meta["preprocessing"]
-    return Preprocessing(tuple(p["input_size"]), tuple(p["mean"]), tuple(p["std"]), p["fit"],
-                         tuple(p["source_size"]))
+def preprocess_of(meta: dict[str, Any], invert: bool = False) -> Preprocess:
+    """The preprocessing a model file was trained with."""
+    if "preprocessing" not in meta:
+        raise DcnnError("the model file records no preprocessing; it was not written by `dcnn train`.")
+    return Preprocess.from_dict(meta["preprocessing"], meta.get("preprocess_tensors"), invert=invert)
 
 
 def class_names_of(model: torch.nn.Module, meta: dict[str, Any]) -> list[str]:
@@ -40,19 +48,30 @@ def class_names_of(model: torch.nn.Module, meta: dict[str, Any]) -> list[str]:
 
 
 def evaluate_model_file(
-    source: str | Path, data_dir: str | None = None, out_dir: str | Path | None = None, device: str = "auto"
+    source: str | Path, data_dir: str | None = None, out_dir: str | Path | None = None, device: str = "auto",
+    dataset: str | None = None, view: str = "center", batch_size: int = 500,
 ) -> tuple[ClassificationResult, Path, list[str]]:
-    """Evaluate a trained model on the test split of the dataset it was trained on; writes the report
-    (metrics.json, confusion_matrix.csv/.png) to `out_dir` (default: next to the model, in eval/)."""
+    """Evaluate a trained model on the test split of the dataset it was trained on (or on `dataset`,
+    a folder with the same class names), under an evaluation `view` (center, flip, ten_crop); writes
+    the report (metrics.json, confusion_matrix.csv/.png) to `out_dir` (default: next to the model, in
+    eval/)."""
+    spec = get_view(view)
     path = model_file_of(source)
     dev = resolve_device(device)
     model, meta = load_model_file(path, dev)
-    images, labels = load_split(meta["dataset"], "test", data_dir)
-    x = preprocessing_of(meta).apply(images.to(dev))
-    result = evaluate(model, batches(x, labels.to(dev), 1000), dev)
-    report_dir = Path(out_dir) if out_dir else path.parent / "eval"
     names = class_names_of(model, meta)
-    write_report(result, report_dir, class_names=names)
+    split, split_classes, _ = load_test_split(dataset or meta["dataset"], data_dir)
+    if split_classes != names:
+        raise DcnnError(f"{dataset or meta['dataset']} has the classes {split_classes}, but the model was trained "
+                        f"on {names}; evaluate on a folder with the same class folders.")
+    prep = preprocess_of(meta)
+    size = tuple(prep.input_size[1:])
+    source_prep = at_size(prep, eval_source_size(spec.name, size))
+    batches = make_batches(split, source_prep, batch_size, dev)
+    result = evaluate(ViewModel(model, spec.name, size), model_inputs(batches, source_prep), dev)
+    report_dir = Path(out_dir) if out_dir else path.parent / "eval"
+    write_report(result, report_dir, class_names=names, extra={"view": spec.name, "dataset": dataset or meta["dataset"],
+                                                                "skipped_files": len(batches.skipped)})
     return result, report_dir, names
 
 
@@ -64,22 +83,13 @@ def predict_tensor(model: torch.nn.Module, x: torch.Tensor, top: int) -> tuple[t
     return probs.topk(min(top, probs.shape[1]), dim=1)
 
 
-def preprocess_for_prediction(meta: dict[str, Any], invert: bool = False) -> Preprocess:
-    """The image preprocessing matching how a model file's training data was prepared."""
-    prep = preprocessing_of(meta)
-    return Preprocess(
-        input_size=prep.input_size, mean=prep.mean, std=prep.std, resize_mode="pad",
-        content_size=prep.source_size if prep.fit == "pad" else None, invert=invert,
-    )
-
-
 def predict_files(
     source: str | Path, images: list[Path], top: int = 5, invert: bool = False, device: str = "auto"
 ) -> tuple[list[tuple[Path, list[tuple[str, float]]]], list[tuple[Path, str]]]:
     """Top-`top` (class name, probability) for each readable image, and (path, message) for the others."""
     dev = resolve_device(device)
     model, meta = load_model_file(model_file_of(source), dev)
-    batch, good, failures = load_images(images, preprocess_for_prediction(meta, invert))
+    batch, good, failures = load_images(images, preprocess_of(meta, invert))
     names = class_names_of(model, meta)
     predictions = []
     if len(good):

@@ -47,9 +47,16 @@ def model_metadata(model: nn.Module, extra: dict[str, Any] | None = None) -> dic
     return meta
 
 
-def save_model_file(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
-    """Write weights and metadata to a .safetensors file, all or nothing."""
+# Fitted preprocessing tensors (a whitening matrix) stored beside the weights under this prefix.
+PREPROCESS_PREFIX = "preprocess."
+
+
+def save_model_file(model: nn.Module, path: Path, metadata: dict[str, str],
+                    extra: dict[str, torch.Tensor] | None = None) -> None:
+    """Write weights, `extra` tensors (fitted preprocessing, keys starting with "preprocess.") and
+    metadata to a .safetensors file, all or nothing."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors.update({k: v.detach().contiguous().cpu() for k, v in (extra or {}).items()})
     with atomic_output(path) as handle:
         handle.write(save(tensors, metadata=metadata))
 
@@ -78,17 +85,37 @@ def read_model_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def load_model_file(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model a dcnn model file describes and load its weights (eval mode)."""
+    """Rebuild the model a dcnn model file describes and load its weights (eval mode); fitted
+    preprocessing tensors come back in ``meta["preprocess_tensors"]``."""
     from dcnn.models import create_model
 
     meta = read_model_metadata(path)
     model = create_model(meta["model"], num_classes=meta["num_classes"], in_chans=meta["in_chans"],
                          **meta.get("model_options", {}))
     try:
-        model.load_state_dict(load_file(str(path)))
+        tensors = load_file(str(path))
+        meta["preprocess_tensors"] = {k: tensors.pop(k) for k in list(tensors) if k.startswith(PREPROCESS_PREFIX)}
+        model.load_state_dict(tensors)
     except (SafetensorError, RuntimeError) as err:
         raise DcnnError(f"{path}: weights do not load into {meta['model']}: {err}") from None
     return model.to(device).eval(), meta
+
+
+def initial_weights(source: str | Path) -> dict[str, torch.Tensor] | Path:
+    """Weights to fine-tune from: a run directory's final model, a dcnn model file (its weights,
+    without the fitted preprocessing), or a reference checkpoint's path (read by load_pretrained)."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    if not path.is_file():
+        raise DcnnError(f"init_from: {source} is neither a finished run nor a weights file.")
+    if path.suffix != ".safetensors":
+        return path
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise DcnnError(f"init_from: {path} is not a readable .safetensors file: {err}") from None
+    return {k: v for k, v in tensors.items() if not k.startswith(PREPROCESS_PREFIX)}
 
 
 def _sha256(path: Path) -> str:
@@ -100,7 +127,8 @@ def _sha256(path: Path) -> str:
 
 
 def save_checkpoint(
-    run_dir: Path, model: nn.Module, state: dict[str, Any], metadata: dict[str, str], keep: int
+    run_dir: Path, model: nn.Module, state: dict[str, Any], metadata: dict[str, str], keep: int,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write checkpoint ``step-<global_step>`` atomically and keep only the newest `keep`."""
     root = Path(run_dir) / CHECKPOINTS
@@ -110,7 +138,7 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        save_model_file(model, tmp / MODEL_FILE, metadata)
+        save_model_file(model, tmp / MODEL_FILE, metadata, extra)
         with atomic_output(tmp / STATE_FILE) as handle:
             torch.save(state, handle)
         manifest = {name: _sha256(tmp / name) for name in (MODEL_FILE, STATE_FILE)}
@@ -155,7 +183,7 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     """Weights and trainer state of one verified checkpoint."""
     verify_checkpoint(path)
     try:
-        weights = load_file(str(path / MODEL_FILE))
+        weights = {k: v for k, v in load_file(str(path / MODEL_FILE)).items() if not k.startswith(PREPROCESS_PREFIX)}
         state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
     except (SafetensorError, RuntimeError, OSError, EOFError) as err:
         raise DcnnError(f"checkpoint {path} cannot be read: {err}") from None

@@ -12,6 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dcnn.data.augment import parse_augment_spec
+from dcnn.data.datasets import DATASETS
 from dcnn.errors import DcnnError
 from dcnn.fileio import atomic_output
 from dcnn.train.optim import OPTIMIZERS, SCHEDULES
@@ -20,7 +22,7 @@ from dcnn.train.optim import OPTIMIZERS, SCHEDULES
 OPTIMIZER_FIELDS = sorted({name for spec in OPTIMIZERS.values() for name in spec.options})
 SCHEDULE_FIELDS = sorted({name for spec in SCHEDULES.values() for name in spec.options})
 # What `dcnn train --resume` may change: none of these alters the steps a resumed run takes.
-RESUME_OPTIONS = ("epochs", "device", "progress", "eval_batch_size", "checkpoint_every", "keep_checkpoints",
+RESUME_OPTIONS = ("epochs", "device", "progress", "eval_batch_size", "workers", "checkpoint_every", "keep_checkpoints",
                   "early_stopping")
 
 
@@ -30,18 +32,44 @@ class TrainConfig(BaseModel):
     # What to train on what.
     model: str = "lenet5_modern"
     model_options: dict[str, Any] = Field(default_factory=dict)
-    dataset: Literal["mnist", "mnist_sample"] = "mnist"
+    dataset: str = Field("mnist", description="a dataset name (dcnn datasets) or an image folder / CSV path")
     data_dir: str | None = None
     download: bool = True
-    val_size: int = Field(5000, ge=0, description="training images held out for validation (0: none)")
+    val_size: int | None = Field(None, ge=0, description="training images held out for validation (0: none)")
+    val_split: float | None = Field(None, ge=0, lt=1, description="fraction of each class held out for validation")
     train_limit: int = Field(0, ge=0, description="use only the first N training images (0: all)")
     test_limit: int = Field(0, ge=0, description="evaluate on the first N test images (0: all)")
+
+    # Image files: size, decoding, bad files.
+    image_size: int | None = Field(None, ge=1, description="square input side (default: the model's, or the data's)")
+    fit: Literal["crop", "stretch"] = Field("crop", description="photos: resize the shorter side and centre-crop, "
+                                            "or stretch to the input size")
+    loading: Literal["auto", "memory", "lazy"] = Field("auto", description="decode once into memory, or lazily "
+                                                       "in workers (auto: by size)")
+    workers: int = Field(2, ge=0, description="DataLoader worker processes of lazy loading")
+    strict: bool = Field(False, description="stop at the first unreadable image instead of skipping it")
+
+    # Preprocessing fitted on the training split, and augmentation.
+    normalize: Literal["model", "dataset"] = Field("model", description="mean/std: the model's, or fitted on "
+                                                   "the training split")
+    whitening: Literal["none", "zca"] = Field("none", description="ZCA whitening fitted on the training split")
+    whitening_epsilon: float = Field(0.01, gt=0, description="added to the eigenvalues (pixels in [0, 1])")
+    augment: list[str | dict[str, Any]] = Field(default_factory=list, description="batch augmentations "
+                                                "(dcnn augmentations)")
+    class_balance: Literal["none", "loss", "sampler"] = Field("none", description="class-weighted loss, or "
+                                                              "class-balanced sampling")
+
+    # Fine-tuning (Yosinski et al. 2014; Howard & Ruder 2018): start from trained weights, train a
+    # new head on a frozen backbone, or the whole network with a smaller backbone learning rate.
+    init_from: str | None = Field(None, description="a dcnn run, model file or torchvision/timm checkpoint "
+                                  "to start from (another class count gets a new classifier)")
+    freeze: Literal["none", "backbone"] = Field("none", description="backbone: train only the classifier")
+    backbone_lr_scale: float = Field(1.0, gt=0, description="the backbone's lr is lr times this")
 
     # Mini-batch (1 ≤ batch_size < N), full-batch (batch_size: full), epochs.
     epochs: int = Field(10, ge=1)
     batch_size: int | Literal["full"] = 128
     eval_batch_size: int = Field(1000, ge=1)
-    random_shift: int = Field(0, ge=0, description="random translation by up to this many pixels")
 
     # Optimizer (Goodfellow et al. 2016, ch. 8).
     optimizer: Literal[tuple(OPTIMIZERS)] = "sgd"  # type: ignore[valid-type]
@@ -89,6 +117,12 @@ class TrainConfig(BaseModel):
             raise ValueError("batch_size must be at least 1, or 'full' for full-batch gradient descent")
         return value
 
+    @field_validator("augment")
+    @classmethod
+    def _known_augmentations(cls, value: list[str | dict[str, Any]]) -> list[str | dict[str, Any]]:
+        parse_augment_spec(value)  # unknown names and options raise with the valid ones listed
+        return value
+
     def given(self) -> set[str]:
         """Fields set (by a recipe, the command line or code) to something other than their default."""
         return {name for name in self.model_fields_set
@@ -117,10 +151,27 @@ class TrainConfig(BaseModel):
                             f"(epochs is {self.epochs})")
         if self.nesterov and self.optimizer == "sgd" and self.momentum == 0:
             problems.append("nesterov: Nesterov momentum needs momentum > 0")
-        if self.early_stopping and self.val_size == 0:
+        if self.early_stopping and (self.val_size == 0 or self.val_split == 0):
             problems.append("early_stopping: needs a validation set (val_size > 0) to watch")
-        if self.dataset == "mnist_sample" and given & {"data_dir", "download"}:
-            problems.append("data_dir, download: the MNIST sample ships inside the package; they apply to 'mnist'")
+        named = DATASETS.get(self.dataset)
+        if named is not None and not named.downloads and given & {"data_dir", "download"}:
+            problems.append(f"data_dir, download: {self.dataset!r} ships inside the package; they apply to "
+                            "datasets that are downloaded")
+        if named is None and given & {"data_dir", "download"}:
+            problems.append("data_dir, download: apply to named datasets; an image folder is read where it is")
+        if named is not None and given & {"fit", "loading", "workers", "strict"}:
+            problems.append(f"{', '.join(sorted(given & {'fit', 'loading', 'workers', 'strict'}))}: apply to image "
+                            f"folders and CSV lists; {self.dataset!r} is decoded into memory as a whole")
+        if "workers" in given and self.loading == "memory":
+            problems.append("workers: apply to lazy loading (loading: lazy or auto), not to loading: memory")
+        if {"val_size", "val_split"} <= given:
+            problems.append("val_split: give the validation set as val_size (a count) or val_split (a fraction)")
+        if "backbone_lr_scale" in given and self.freeze == "backbone":
+            problems.append("backbone_lr_scale: the backbone is frozen (freeze: backbone); it learns at no rate")
+        if "whitening_epsilon" in given and self.whitening == "none":
+            problems.append("whitening_epsilon: applies to whitening: zca")
+        if "normalize" in given and self.whitening != "none":
+            problems.append("normalize: ZCA whitening replaces mean/std normalization; give one of them")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -88,7 +88,8 @@ def _onecycle(optimizer: torch.optim.Optimizer, cfg: TrainConfig, spe: int, warm
     pct_start = warmup / total if warmup else cfg.pct_start
     initial = cfg.lr / ONECYCLE_DIV_FACTOR
     final_div = initial / cfg.min_lr if cfg.min_lr else ONECYCLE_FINAL_DIV_FACTOR
-    return lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=pct_start,
+    max_lr = [group["lr"] for group in optimizer.param_groups]  # per group: a scaled backbone keeps its scale
+    return lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total, pct_start=pct_start,
                                    div_factor=ONECYCLE_DIV_FACTOR, final_div_factor=final_div)
 
 
@@ -118,10 +119,21 @@ def optimizer_options(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    decayed = penalized_parameters(model)
-    decayed_ids = {id(p) for p in decayed}
-    others = [p for p in model.parameters() if p.requires_grad and id(p) not in decayed_ids]
-    groups = [{"params": decayed, "weight_decay": cfg.weight_decay}, {"params": others, "weight_decay": 0.0}]
+    """Parameter groups: weights (decayed) and the rest (not); with a backbone_lr_scale, the
+    backbone's two groups learn at lr × scale and the classifier's at lr (discriminative
+    learning rates, Howard & Ruder 2018, Sec. 3.2). Frozen parameters are left out."""
+    decayed_ids = {id(p) for p in penalized_parameters(model)}
+    head_ids = {id(p) for p in model.get_classifier().parameters()} if cfg.backbone_lr_scale != 1 else set()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = []
+    for scale, is_head in ((cfg.backbone_lr_scale, False), (1.0, True)):
+        part = [p for p in trainable if (id(p) in head_ids) == is_head]
+        if is_head and not part:
+            continue  # no separate head
+        groups.append({"params": [p for p in part if id(p) in decayed_ids], "weight_decay": cfg.weight_decay,
+                       "lr": cfg.lr * scale})
+        groups.append({"params": [p for p in part if id(p) not in decayed_ids], "weight_decay": 0.0,
+                       "lr": cfg.lr * scale})
     return OPTIMIZERS[cfg.optimizer].cls(groups, **optimizer_options(cfg))
 
 

@@ -13,6 +13,7 @@ state (dropout) is checkpointed; so a resumed run takes the same steps as an uni
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import time
@@ -29,25 +30,28 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from dcnn.data.prepare import (
-    Preprocessing,
-    batches,
-    load_raw_dataset,
-    plan_preprocessing,
-    random_shift,
-    split_validation,
-)
+from dcnn.data.augment import build_augment
+from dcnn.data.datasets import class_counts, first, hold_out, load_dataset
+from dcnn.data.folder import Skipped
+from dcnn.data.loader import Batches, FileBatches
+from dcnn.data.pipeline import make_batches, model_inputs, plan_preprocess, sample_images
+from dcnn.data.preprocess import Preprocess
+from dcnn.data.whitening import channel_stats, fit_whitening
 from dcnn.errors import DcnnError
 from dcnn.evaluate.metrics import ClassificationResult, evaluate
 from dcnn.fileio import atomic_output
-from dcnn.models import create_model, get_model_cfg
+from dcnn.models import create_model, get_model_cfg, load_pretrained
 from dcnn.train import checkpoint as ckpt
 from dcnn.train.config import RESUME_OPTIONS, TrainConfig, make_config, save_config
-from dcnn.train.optim import build_optimizer, build_scheduler, l1_penalty, steps_per_epoch
+from dcnn.train.optim import build_optimizer, build_scheduler, l1_penalty
 
 console = Console(stderr=True)
 METRIC_FIELDS = ["epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s",
                  "images_per_s"]
+
+
+# Held out for validation when the recipe gives neither val_size nor val_split.
+DEFAULT_VAL_SPLIT = 0.1
 
 
 class TrainingDiverged(DcnnError):
@@ -68,51 +72,105 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class Data:
-    """A dataset prepared for one model: normalized tensors on the training device."""
+    """A dataset prepared for one model: uint8 batches on the training device, and how they become
+    model input. `test` is None for a dataset without a test split (the report is then on `val`)."""
 
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor | None
-    val_y: torch.Tensor | None
-    test_x: torch.Tensor
-    test_y: torch.Tensor
+    train: Batches
+    val: Batches | None
+    test: Batches | None
     class_names: list[str]
-    preprocessing: Preprocessing
+    preprocess: Preprocess
+    counts: dict[str, list[int]]
+
+    @property
+    def skipped(self) -> list[Skipped]:
+        """Files left out (unreadable, not images, ...), each once, with the reason."""
+        seen, out = set(), []
+        for batches in (self.train, self.val, self.test):
+            for skip in batches.skipped if batches is not None else ():
+                if skip.path not in seen:
+                    seen.add(skip.path)
+                    out.append(skip)
+        return out
 
 
 def prepare_data(cfg: TrainConfig, model_cfg: Any, device: torch.device) -> Data:
-    raw = load_raw_dataset(cfg.dataset, cfg.data_dir, cfg.download)
-    height, width = raw.train_images.shape[-2:]
-    prep = plan_preprocessing(model_cfg, raw.channels, height, width)
-    (train_x, train_y), val = split_validation(raw.train_images, raw.train_labels, cfg.val_size, cfg.seed)
-    if cfg.train_limit:
-        train_x, train_y = train_x[: cfg.train_limit], train_y[: cfg.train_limit]
-    test_x, test_y = raw.test_images, raw.test_labels
-    if cfg.test_limit:
-        test_x, test_y = test_x[: cfg.test_limit], test_y[: cfg.test_limit]
-
-    def move(images: torch.Tensor) -> torch.Tensor:
-        x = prep.apply(images.to(device))
-        return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
-
-    return Data(
-        train_x=move(train_x), train_y=train_y.to(device),
-        val_x=move(val[0]) if val else None, val_y=val[1].to(device) if val else None,
-        test_x=move(test_x), test_y=test_y.to(device),
-        class_names=raw.class_names, preprocessing=prep,
-    )
+    """Load the dataset, split off validation, decode, fit the preprocessing on the training split."""
+    splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+    train, val = splits.train, splits.val
+    if val is not None:
+        if cfg.given() & {"val_size", "val_split"}:
+            raise DcnnError(f"val_size / val_split: {cfg.dataset} has its own validation folder (val/); "
+                            "remove them or merge the folders.")
+    else:
+        fraction = cfg.val_split
+        if fraction is None:
+            fraction = DEFAULT_VAL_SPLIT if cfg.val_size is None else cfg.val_size / max(1, len(train))
+        if fraction >= 1:
+            raise DcnnError(f"val_size {cfg.val_size} leaves no training data (the split has {len(train)} images).")
+        train, val = hold_out(train, fraction, cfg.seed)
+    train, test = first(train, cfg.train_limit), splits.test
+    if test is not None:
+        test = first(test, cfg.test_limit)
+    prep = plan_preprocess(splits, model_cfg, cfg.fit, cfg.image_size)
+    common = dict(loading=cfg.loading, workers=cfg.workers, strict=cfg.strict, progress=cfg.progress)
+    batch = len(train) if cfg.batch_size == "full" else min(cfg.batch_size, len(train))
+    train_batches = make_batches(train, prep, batch, device, order_seed=cfg.seed,
+                                 balanced=cfg.class_balance == "sampler", **common)
+    if train_batches.num_examples == 0:
+        raise DcnnError(f"no training image of {cfg.dataset} could be read; see the skipped files above.")
+    val_batches = make_batches(val, prep, cfg.eval_batch_size, device, **common) if val is not None else None
+    test_batches = make_batches(test, prep, cfg.eval_batch_size, device, **common) if test is not None else None
+    if cfg.normalize == "dataset" or cfg.whitening == "zca":
+        sample = sample_images(train_batches, seed=cfg.seed)
+        if cfg.whitening == "zca":
+            prep = prep.with_whitening(fit_whitening(sample, "zca", cfg.whitening_epsilon))
+        else:
+            prep = prep.with_stats(*channel_stats(sample))
+    k = len(splits.class_names)
+    counts = {"train": class_counts(train, k)}
+    for name, split in (("val", val), ("test", test)):
+        if split is not None:
+            counts[name] = class_counts(split, k)
+    return Data(train_batches, val_batches, test_batches, splits.class_names, prep, counts)
 
 
 def classification_loss(
     outputs: torch.Tensor | tuple[torch.Tensor, ...], targets: torch.Tensor, cfg: TrainConfig,
-    aux_weights: tuple[float, ...],
+    aux_weights: tuple[float, ...], class_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross entropy of the main logits plus weighted auxiliary losses; returns (loss, main logits)."""
+    """Cross entropy of the main logits plus weighted auxiliary losses; returns (loss, main logits).
+    `targets` are class indices, or probabilities (N, K) after mixup/cutmix."""
     logits, *aux = outputs if isinstance(outputs, tuple) else (outputs,)
-    loss = F.cross_entropy(logits.float(), targets, label_smoothing=cfg.label_smoothing)
+
+    def ce(x: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(x.float(), targets, weight=class_weights, label_smoothing=cfg.label_smoothing)
+
+    loss = ce(logits)
     for weight, aux_logits in zip(aux_weights, aux, strict=True):
-        loss = loss + weight * F.cross_entropy(aux_logits.float(), targets, label_smoothing=cfg.label_smoothing)
+        loss = loss + weight * ce(aux_logits)
     return loss, logits
+
+
+def freeze_backbone(model: nn.Module) -> list[nn.Module]:
+    """Stop every parameter but the classifier's from learning; returns the backbone's normalization
+    layers, which the trainer keeps in eval mode (running statistics fixed, as Keras does for a
+    layer with trainable=False)."""
+    head = {id(p) for p in model.get_classifier().parameters()}
+    for parameter in model.parameters():
+        parameter.requires_grad_(id(parameter) in head)
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters())]
+
+
+def balanced_class_weights(counts: list[int], device: torch.device) -> torch.Tensor:
+    """Loss weights N / (K · n_c) (King & Zeng 2001; scikit-learn's "balanced"): every class
+    contributes as much to the loss as it would in a balanced set; a class absent from training gets 0."""
+    n = torch.tensor(counts, dtype=torch.float32)
+    present = n > 0
+    weights = torch.zeros_like(n)
+    weights[present] = n.sum() / (present.sum() * n[present])
+    return weights.to(device)
 
 
 class Trainer:
@@ -129,13 +187,19 @@ class Trainer:
         model_cfg = get_model_cfg(cfg.model)
         self.data = prepare_data(cfg, model_cfg, self.device)
         self.model = create_model(cfg.model, num_classes=len(self.data.class_names),
-                                  in_chans=self.data.preprocessing.input_size[0], **cfg.model_options)
+                                  in_chans=self.data.preprocess.input_size[0], **cfg.model_options)
+        if cfg.init_from:
+            load_pretrained(self.model, ckpt.initial_weights(cfg.init_from))
+        self.frozen_norms = freeze_backbone(self.model) if cfg.freeze == "backbone" else []
         self.model.to(self.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        n = len(self.data.train_y)
-        self.batch_size = n if cfg.batch_size == "full" else min(cfg.batch_size, n)
-        self.steps_per_epoch = steps_per_epoch(n, self.batch_size)
+        self.steps_per_epoch = len(self.data.train)
+        self.augment = build_augment(cfg.augment, len(self.data.class_names))
+        if self.augment is not None:
+            self.augment.fit(sample_images(self.data.train, seed=cfg.seed))
+        self.class_weights = (balanced_class_weights(self.data.counts["train"], self.device)
+                              if cfg.class_balance == "loss" else None)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.aux_weights = auxiliary_weights(self.model, cfg)
@@ -148,9 +212,11 @@ class Trainer:
         self.metadata = ckpt.model_metadata(self.model, {
             "model_options": cfg.model_options,
             "class_names": self.data.class_names,
-            "preprocessing": self.data.preprocessing.to_dict(),
+            "preprocessing": self.data.preprocess.to_dict(),
             "dataset": cfg.dataset,
         })
+        self.file_tensors = self.data.preprocess.tensors()
+        self._report_data()
 
     # ----- state -----------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -194,22 +260,43 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         return ckpt.save_checkpoint(self.run_dir, self.model, self.state(), self.metadata,
-                                    self.cfg.keep_checkpoints)
+                                    self.cfg.keep_checkpoints, self.file_tensors)
 
     # ----- the loop --------------------------------------------------------------------------
-    def epoch_order(self, epoch: int) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
-        return torch.randperm(len(self.data.train_y), generator=gen).to(self.device)
+    def _report_data(self) -> None:
+        data, cfg = self.data, self.cfg
+        if not cfg.progress:
+            return
+        counts = data.counts["train"]
+        shown = ", ".join(f"{n} {c}" for n, c in zip(data.class_names, counts, strict=True)) \
+            if len(counts) <= 20 else f"{len(counts)} classes, {min(counts)}-{max(counts)} images each"
+        console.print(f"{cfg.dataset}: {sum(counts)} training images ({shown})"
+                      + "".join(f", {sum(c)} {name}" for name, c in data.counts.items() if name != "train")
+                      + f"; input {'x'.join(map(str, data.preprocess.input_size))}")
+        if max(counts) > 2 * max(1, min(counts)) and cfg.class_balance == "none":
+            console.print("[yellow]note:[/] the classes are imbalanced; class_balance: loss or sampler evens them out")
+        if data.preprocess.whitening is not None:
+            console.print(data.preprocess.whitening.report())
+        if data.skipped:
+            console.print(f"[yellow]skipped {len(data.skipped)} unreadable files[/] (listed in skipped.csv)")
 
-    def train_step(self, index: torch.Tensor) -> None:
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels → normalized model input (channels_last when asked)."""
+        x = self.data.preprocess.normalize(images)
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
+
+    def train_step(self, images: torch.Tensor, y: torch.Tensor) -> None:
+        """One optimizer step on a uint8 batch: [0, 1] pixels, augmentation (seeded by the global
+        step, so resumed runs draw the same), normalization, forward, loss, backward, update."""
         cfg = self.cfg
-        x, y = self.data.train_x[index], self.data.train_y[index]
-        if cfg.random_shift:
-            gen = torch.Generator().manual_seed(cfg.seed * 7919 + self.global_step)
-            x = random_shift(x, cfg.random_shift, gen)
+        for norm in self.frozen_norms:  # a frozen backbone keeps its batch statistics too
+            norm.eval()
+        x, targets = images.float().div_(255.0), y
+        if self.augment is not None:
+            x, targets = self.augment(x, y, seed=cfg.seed * 7919 + self.global_step)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            outputs = self.model(x)
-        loss, logits = classification_loss(outputs, y, cfg, self.aux_weights)
+            outputs = self.model(self.inputs(x))
+        loss, logits = classification_loss(outputs, targets, cfg, self.aux_weights, self.class_weights)
         if cfg.l1:
             loss = loss + cfg.l1 * l1_penalty(self.model)
         if not torch.isfinite(loss):
@@ -233,24 +320,28 @@ class Trainer:
         self.running["correct"] += int((logits.argmax(1) == y).sum())
         self.running["seen"] += len(y)
 
+    def evaluate_on(self, batches: Batches, **options: Any) -> ClassificationResult:
+        return evaluate(self.model, model_inputs(batches, self.data.preprocess, self.cfg.channels_last),
+                        self.device, bf16=self.cfg.bf16, **options)
+
     def validate(self) -> ClassificationResult | None:
-        if self.data.val_x is None:
+        if self.data.val is None:
             return None
-        return evaluate(self.model, batches(self.data.val_x, self.data.val_y, self.cfg.eval_batch_size),
-                        self.device, topk=(1,), num_hardest=0, bf16=self.cfg.bf16)
+        return self.evaluate_on(self.data.val, topk=(1,), num_hardest=0)
 
     def fit(self) -> None:
         cfg = self.cfg
         with self._progress() as progress:
             task = progress.add_task("train", total=self.steps_per_epoch, loss=0.0, acc=0.0, ips=0.0)
             while self.epoch < cfg.epochs:
-                order = self.epoch_order(self.epoch)
                 progress.reset(task, total=self.steps_per_epoch, completed=self.step_in_epoch,
                                description=f"epoch {self.epoch + 1}/{cfg.epochs}")
                 started = time.perf_counter() - self.running["time"]
-                while self.step_in_epoch < self.steps_per_epoch:
-                    start = self.step_in_epoch * self.batch_size
-                    self.train_step(order[start : start + self.batch_size])
+                for images, labels in self.data.train.epoch(self.epoch, self.step_in_epoch):
+                    if len(labels) == 0:  # every file of this batch failed to decode (listed as skipped)
+                        self.step_in_epoch += 1
+                        continue
+                    self.train_step(images, labels)
                     self.running["time"] = time.perf_counter() - started
                     seen = max(1, self.running["seen"])
                     progress.update(task, advance=1, loss=self.running["loss_sum"] / seen,
@@ -287,7 +378,7 @@ class Trainer:
             if val.accuracy(1) > self.best_val_acc:
                 self.best_val_acc = val.accuracy(1)
                 self.epochs_without_improvement = 0
-                ckpt.save_model_file(self.model, self.run_dir / "best.safetensors", self.metadata)
+                ckpt.save_model_file(self.model, self.run_dir / "best.safetensors", self.metadata, self.file_tensors)
             else:
                 self.epochs_without_improvement += 1
                 stop = bool(self.cfg.early_stopping) and self.epochs_without_improvement >= self.cfg.early_stopping
@@ -311,10 +402,22 @@ class Trainer:
         """Save the final model and evaluate it on the test set (report in run_dir/eval)."""
         from dcnn.evaluate.report import write_report
 
-        ckpt.save_model_file(self.model, self.run_dir / "model.safetensors", self.metadata)
-        result = evaluate(self.model, batches(self.data.test_x, self.data.test_y, self.cfg.eval_batch_size),
-                          self.device, bf16=self.cfg.bf16)
-        write_report(result, self.run_dir / "eval", class_names=self.data.class_names)
+        ckpt.save_model_file(self.model, self.run_dir / "model.safetensors", self.metadata, self.file_tensors)
+        skipped = self.data.skipped
+        if skipped:
+            write_skipped(self.run_dir / "skipped.csv", skipped)
+            console.print(f"[yellow]{len(skipped)} files were skipped[/] (reasons in {self.run_dir / 'skipped.csv'})")
+        split = "test" if self.data.test is not None else "val"
+        batches = self.data.test if self.data.test is not None else self.data.val
+        if batches is None:
+            raise DcnnError(f"{self.cfg.dataset} has no test split and the run held out no validation images, so "
+                            "there is nothing to report on; set val_split (e.g. 0.1).")
+        if split == "val":
+            console.print("no test split: the final report is on the validation split")
+        result = self.evaluate_on(batches)
+        write_report(result, self.run_dir / "eval", class_names=self.data.class_names,
+                     extra={"split": split, "view": "center", "dataset": self.cfg.dataset,
+                            "skipped_files": len(skipped)})
         return result
 
 
@@ -330,6 +433,26 @@ def auxiliary_weights(model: nn.Module, cfg: TrainConfig) -> tuple[float, ...]:
         raise DcnnError(f"aux_weights: {cfg.model!r} has {len(own)} auxiliary classifiers, so give {len(own)} "
                         f"weights (its own are {list(own)}), not {len(cfg.aux_weights)}.")
     return tuple(cfg.aux_weights)
+
+
+def write_data_summary(path: Path, data: Data, dataset: str) -> None:
+    """What the run trained on: class names, images per class in each split, skipped files, and
+    the preprocessing."""
+    summary = {"dataset": dataset, "class_names": data.class_names, "class_counts": data.counts,
+               "skipped_files": len(data.skipped), "loading": "lazy" if isinstance(data.train, FileBatches) else
+               "memory", "preprocessing": data.preprocess.to_dict()}
+    with atomic_output(path) as handle:
+        handle.write((json.dumps(summary, indent=2) + "\n").encode())
+
+
+def write_skipped(path: Path, skipped: list[Skipped]) -> None:
+    """The files a run left out, one per row with the reason."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["path", "reason"])
+    writer.writerows((str(s.path), s.reason) for s in skipped)
+    with atomic_output(path) as handle:
+        handle.write(buffer.getvalue().encode())
 
 
 def append_metrics(run_dir: Path, fmt: str, row: dict[str, Any]) -> None:
@@ -382,6 +505,7 @@ def train(
     trainer = Trainer(cfg, run_dir, after_step)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
+    write_data_summary(run_dir / "data.json", trainer.data, cfg.dataset)
     trainer.fit()
     return run_dir, trainer.finish()
 
