@@ -200,11 +200,16 @@ class Preprocess:
                 x = x.expand(-1, channels, -1, -1)
         if x.shape[-2:] == (height, width):
             return x.contiguous()
-        if self.resize_mode == "pad" and self.content_size == tuple(x.shape[-2:]):
-            top, left = (height - x.shape[2]) // 2, (width - x.shape[3]) // 2
-            return F.pad(x, (left, width - x.shape[3] - left, top, height - x.shape[2] - top))
+        if self.resize_mode == "pad":  # the geometry of pixels(): fitted into the content box, centred
+            (new_h, new_w), pad = self._pad_geometry(*x.shape[-2:])
+            if x.shape[-2:] != (new_h, new_w):
+                x = self._resize_uint8(x, (new_h, new_w))
+            return F.pad(x, pad)
+        return self._resize_uint8(x, (height, width))
+
+    def _resize_uint8(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         mode = _TORCH_INTERPOLATION[self.interpolation]
-        resized = F.interpolate(x.float(), size=(height, width), mode=mode, antialias=mode != "nearest-exact")
+        resized = F.interpolate(x.float(), size=size, mode=mode, antialias=mode != "nearest-exact")
         return resized.round_().clamp_(0, 255).to(torch.uint8)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -215,19 +220,24 @@ class Preprocess:
         std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
         return (x - mean) / std
 
-    def _pad(self, pixels: torch.Tensor) -> torch.Tensor:
+    def _pad_geometry(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+        """In "pad" mode: the size an image of (height, width) is scaled to (fitting the content box,
+        aspect ratio kept) and the (left, right, top, bottom) margins centring it in the input."""
         _, out_h, out_w = self.input_size
         box_h, box_w = self.content_size or (out_h, out_w)
-        height, width = pixels.shape[1:]
         scale = min(box_h / height, box_w / width)
         new_h = min(box_h, max(1, round(height * scale)))
         new_w = min(box_w, max(1, round(width * scale)))
+        top, left = (out_h - new_h) // 2, (out_w - new_w) // 2
+        return (new_h, new_w), (left, out_w - new_w - left, top, out_h - new_h - top)
+
+    def _pad(self, pixels: torch.Tensor) -> torch.Tensor:
+        (new_h, new_w), pad = self._pad_geometry(*pixels.shape[1:])
         if pixels.shape[1:] != (new_h, new_w):
             mode = _TORCH_INTERPOLATION[self.interpolation]
             pixels = F.interpolate(pixels[None], size=(new_h, new_w), mode=mode,
                                    antialias=mode != "nearest-exact")[0].clamp_(0.0, 1.0)
-        top, left = (out_h - new_h) // 2, (out_w - new_w) // 2
-        return F.pad(pixels, (left, out_w - new_w - left, top, out_h - new_h - top), value=0.0)
+        return F.pad(pixels, pad, value=0.0)
 
     # ----- saving ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
