@@ -339,7 +339,7 @@ def test_each_bad_file_is_skipped_with_its_reason(bad_set: tuple[ImageFiles, dic
 
 def test_strict_stops_at_the_first_bad_file(bad_set: tuple[ImageFiles, dict[str, str]]) -> None:
     files, _ = bad_set
-    with pytest.raises(DcnnError, match=r"empty\.jpg is empty \(0 bytes\).*strict=True"):
+    with pytest.raises(DcnnError, match=r"empty\.jpg is empty \(0 bytes\).*strict mode stops"):
         decode_images(files, (4, 4), 3, strict=True)
 
 

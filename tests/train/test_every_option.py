@@ -224,6 +224,7 @@ CASES: dict[str, Case] = {
     "loading": Case("lazy", "data_summary", FOLDER),
     "workers": Case(0, "loaders", {**FOLDER, "loading": "lazy"}),
     "strict": Case(True, "error", BAD, "is empty (0 bytes)"),
+    "max_pixels": Case(1000, "error", FOLDER, "could be read"),
     "normalize": Case("dataset", "train_batches"),
     "whitening": Case("zca", "train_batches"),
     "whitening_epsilon": Case(0.5, "train_batches", {"whitening": "zca"}),

@@ -398,8 +398,9 @@ def _progress_bar(enabled: bool) -> Progress:
     )
 
 
-def _strict_error(skip: Skipped) -> DcnnError:
-    return DcnnError(f"{skip.reason} (strict=True stops at the first bad file; pass strict=False to skip bad files)")
+def strict_error(skip: Skipped) -> DcnnError:
+    return DcnnError(f"{skip.reason} (strict mode stops at the first bad file; without it, bad files are skipped "
+                     "and listed)")
 
 
 def decode_images(
@@ -428,7 +429,7 @@ def decode_images(
             except DcnnError as err:
                 skip = Skipped(path, str(err))
                 if strict:
-                    raise _strict_error(skip) from None
+                    raise strict_error(skip) from None
                 skipped.append(skip)
             else:
                 kept.append(i)
@@ -545,7 +546,7 @@ def load_or_decode(
         decoded = decode_images(files, size, channels, fit, strict=strict, max_pixels=max_pixels, progress=progress)
         _write_cache(npy, meta_path, key, decoded)
     if strict and decoded.skipped:
-        raise _strict_error(decoded.skipped[0])
+        raise strict_error(decoded.skipped[0])
     return decoded
 
 

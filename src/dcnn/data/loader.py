@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from dcnn.data.folder import LazyImageDataset, Skipped, collate_skipping
+from dcnn.data.folder import LazyImageDataset, Skipped, collate_skipping, strict_error
 
 
 class EpochOrder:
@@ -86,7 +86,7 @@ class FileBatches:
     """
 
     def __init__(self, dataset: LazyImageDataset, batch_size: int, order: EpochOrder | None = None,
-                 workers: int = 2, device: torch.device | str = "cpu") -> None:
+                 workers: int = 2, device: torch.device | str = "cpu", strict: bool = False) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
         self.order = order
@@ -94,6 +94,9 @@ class FileBatches:
         self.device = torch.device(device)
         self.labels = torch.tensor(dataset.labels, dtype=torch.long)
         self.skipped: list[Skipped] = list(dataset.skipped)
+        self.strict = strict
+        if strict and self.skipped:
+            raise strict_error(self.skipped[0])
 
     def __len__(self) -> int:
         return -(-len(self.dataset) // self.batch_size)
@@ -112,6 +115,8 @@ class FileBatches:
         seen = {s.path for s in self.skipped}
         for batch in loader:
             for skip in batch.skipped:
+                if self.strict:
+                    raise strict_error(skip)
                 if skip.path not in seen:
                     seen.add(skip.path)
                     self.skipped.append(skip)

@@ -15,7 +15,16 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from dcnn.data.datasets import DatasetSplits, Split, TensorImages
-from dcnn.data.folder import ImageFiles, LazyImageDataset, Skipped, collate_skipping, load_or_decode
+from dcnn.data.folder import (
+    DEFAULT_MAX_PIXELS,
+    ImageFiles,
+    LazyImageDataset,
+    Skipped,
+    collate_skipping,
+    load_or_decode,
+    strict_error,
+)
+from dcnn.data.images import open_image
 from dcnn.data.loader import Batches, EpochOrder, FileBatches, TensorBatches
 from dcnn.data.preprocess import Preprocess
 from dcnn.errors import DcnnError
@@ -43,7 +52,7 @@ def plan_preprocess(splits: DatasetSplits, model_cfg: ModelCfg, fit: Literal["cr
 
 
 def choose_loading(split: Split, prep: Preprocess, loading: Loading) -> Literal["memory", "lazy"]:
-    if isinstance(split, TensorImages) or loading == "memory":
+    if isinstance(split, TensorImages) or loading == "memory" or prep.resize_mode == "pad" or prep.crop_pct != 1.0:
         return "memory"
     if loading == "lazy":
         return "lazy"
@@ -54,26 +63,49 @@ def choose_loading(split: Split, prep: Preprocess, loading: Loading) -> Literal[
 def make_batches(
     split: Split, prep: Preprocess, batch_size: int, device: torch.device, *, order_seed: int | None = None,
     balanced: bool = False, loading: Loading = "auto", workers: int = 2, strict: bool = False,
-    progress: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = False,
 ) -> Batches:
     """The split as uint8 batches at the preprocessing's input size, on `device`; with `order_seed`,
     in the seeded order of each epoch (training), else in sequence (evaluation)."""
     _, height, width = prep.input_size
     channels = prep.input_size[0]
     if isinstance(split, ImageFiles) and choose_loading(split, prep, loading) == "lazy":
-        dataset = LazyImageDataset(split, (height, width), channels, prep.resize_mode)
+        dataset = LazyImageDataset(split, (height, width), channels, prep.resize_mode, max_pixels)
         labels = torch.tensor(dataset.labels, dtype=torch.long)
         order = EpochOrder(labels, order_seed, balanced) if order_seed is not None else None
-        return FileBatches(dataset, batch_size, order, workers, device)
+        return FileBatches(dataset, batch_size, order, workers, device, strict)
     skipped: list[Skipped] = []
     paths = None
-    if isinstance(split, ImageFiles):
-        decoded = load_or_decode(split, (height, width), channels, prep.resize_mode, strict=strict, progress=progress)
+    if isinstance(split, ImageFiles) and (prep.resize_mode == "pad" or prep.crop_pct != 1.0):
+        images, labels, paths, skipped = _decode_with(prep, split, strict, max_pixels)
+    elif isinstance(split, ImageFiles):
+        decoded = load_or_decode(split, (height, width), channels, prep.resize_mode, strict=strict,
+                                 max_pixels=max_pixels, progress=progress)
         images, labels, skipped, paths = decoded.images, decoded.labels, decoded.skipped, decoded.paths
     else:
         images, labels = prep.fit_batch(split.images), split.labels
     order = EpochOrder(labels, order_seed, balanced) if order_seed is not None else None
     return TensorBatches(images.to(device), labels.to(device), batch_size, order, paths, skipped)
+
+
+def _decode_with(prep: Preprocess, files: ImageFiles, strict: bool, max_pixels: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, list, list[Skipped]]:
+    """Files prepared by :meth:`Preprocess.pixels` itself, for the geometries the training decoder
+    does not have (digits fitted into a box, an ImageNet evaluation crop): a model trained on MNIST
+    evaluated on a folder of digit photos sees them as `dcnn predict` shows them to it."""
+    kept, labels, paths, skipped = [], [], [], []
+    for path, label in zip(files.paths, files.labels, strict=True):
+        try:
+            kept.append(prep.pixels(open_image(path, max_pixels=max_pixels)).mul_(255).round_().to(torch.uint8))
+        except DcnnError as err:
+            if strict:
+                raise strict_error(Skipped(path, str(err))) from None
+            skipped.append(Skipped(path, str(err)))
+            continue
+        labels.append(label)
+        paths.append(path)
+    images = torch.stack(kept) if kept else torch.empty((0, *prep.input_size), dtype=torch.uint8)
+    return images, torch.tensor(labels, dtype=torch.long), paths, skipped
 
 
 def sample_images(batches: Batches, limit: int = 10_000, seed: int = 0) -> torch.Tensor:

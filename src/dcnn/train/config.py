@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dcnn.data.augment import parse_augment_spec
 from dcnn.data.datasets import DATASETS
+from dcnn.data.folder import DEFAULT_MAX_PIXELS
 from dcnn.errors import DcnnError
 from dcnn.fileio import atomic_output
 from dcnn.train.optim import OPTIMIZERS, SCHEDULES
@@ -48,6 +49,8 @@ class TrainConfig(BaseModel):
                                                        "in workers (auto: by size)")
     workers: int = Field(2, ge=0, description="DataLoader worker processes of lazy loading")
     strict: bool = Field(False, description="stop at the first unreadable image instead of skipping it")
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="images with more pixels are refused as "
+                            "decompression bombs")
 
     # Preprocessing fitted on the training split, and augmentation.
     normalize: Literal["model", "dataset"] = Field("model", description="mean/std: the model's, or fitted on "
@@ -159,8 +162,9 @@ class TrainConfig(BaseModel):
                             "datasets that are downloaded")
         if named is None and given & {"data_dir", "download"}:
             problems.append("data_dir, download: apply to named datasets; an image folder is read where it is")
-        if named is not None and given & {"fit", "loading", "workers", "strict"}:
-            problems.append(f"{', '.join(sorted(given & {'fit', 'loading', 'workers', 'strict'}))}: apply to image "
+        file_options = given & {"fit", "loading", "workers", "strict", "max_pixels"}
+        if named is not None and file_options:
+            problems.append(f"{', '.join(sorted(file_options))}: apply to image "
                             f"folders and CSV lists; {self.dataset!r} is decoded into memory as a whole")
         if "workers" in given and self.loading == "memory":
             problems.append("workers: apply to lazy loading (loading: lazy or auto), not to loading: memory")

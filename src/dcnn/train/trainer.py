@@ -81,13 +81,14 @@ class Data:
     class_names: list[str]
     preprocess: Preprocess
     counts: dict[str, list[int]]
+    scan_skipped: list[Skipped]
 
     @property
     def skipped(self) -> list[Skipped]:
         """Files left out (unreadable, not images, ...), each once, with the reason."""
         seen, out = set(), []
-        for batches in (self.train, self.val, self.test):
-            for skip in batches.skipped if batches is not None else ():
+        for skips in (self.scan_skipped, *(b.skipped for b in (self.train, self.val, self.test) if b is not None)):
+            for skip in skips:
                 if skip.path not in seen:
                     seen.add(skip.path)
                     out.append(skip)
@@ -113,7 +114,8 @@ def prepare_data(cfg: TrainConfig, model_cfg: Any, device: torch.device) -> Data
     if test is not None:
         test = first(test, cfg.test_limit)
     prep = plan_preprocess(splits, model_cfg, cfg.fit, cfg.image_size)
-    common = dict(loading=cfg.loading, workers=cfg.workers, strict=cfg.strict, progress=cfg.progress)
+    common = dict(loading=cfg.loading, workers=cfg.workers, strict=cfg.strict, max_pixels=cfg.max_pixels,
+                  progress=cfg.progress)
     batch = len(train) if cfg.batch_size == "full" else min(cfg.batch_size, len(train))
     train_batches = make_batches(train, prep, batch, device, order_seed=cfg.seed,
                                  balanced=cfg.class_balance == "sampler", **common)
@@ -132,7 +134,7 @@ def prepare_data(cfg: TrainConfig, model_cfg: Any, device: torch.device) -> Data
     for name, split in (("val", val), ("test", test)):
         if split is not None:
             counts[name] = class_counts(split, k)
-    return Data(train_batches, val_batches, test_batches, splits.class_names, prep, counts)
+    return Data(train_batches, val_batches, test_batches, splits.class_names, prep, counts, splits.skipped)
 
 
 def classification_loss(
