@@ -159,7 +159,7 @@ def test_dataset_statistics_come_from_the_training_split_only(tmp_path):
 def test_zca_whitening_travels_with_the_model_file(tmp_path):
     folder = make_folder(tmp_path / "photos", {"blue": 12, "green": 12, "red": 12}, size=(16, 16))
     run, _ = train(make_config(folder_config(tmp_path, folder, epochs=1, whitening="zca", model="lenet5_modern")))
-    model, meta = ckpt.load_model_file(run / "model.safetensors")
+    _, meta = ckpt.load_model_file(run / "model.safetensors")
     saved = preprocess_of(meta)
     assert saved.whitening is not None and saved.whitening.method == "zca"
     x = torch.rand(4, 1, 28, 28)
