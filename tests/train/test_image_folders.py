@@ -222,7 +222,8 @@ def test_a_digit_model_evaluates_on_a_folder_of_digit_images(tmp_path):
 
     run, result = train(make_config({"model": "lenet5", "dataset": "mnist_sample", "epochs": 1, "batch_size": 32,
                                      "lr": 0.05, "model_options": {"rbf_scale": 0.1}, "train_limit": 3000,
-                                     "test_limit": 300, "val_size": 0, "progress": False, "run_dir": str(tmp_path / "run")}))
+                                     "test_limit": 300, "val_size": 0, "progress": False,
+                                     "run_dir": str(tmp_path / "run")}))
     images, labels = load_mnist_sample("test")
     for i in range(300):
         folder = tmp_path / "digits" / str(int(labels[i]))

@@ -15,11 +15,34 @@ from safetensors.torch import load_file
 from dcnn.train import checkpoint as ckpt
 from tests.train.helpers import TINY
 
-ARGS = {**TINY, "epochs": 4, "checkpoint_every": 7, "train_limit": 500, "val_size": 100}
+AUGMENT = "[hflip, {random_crop: {padding: 2}}, {cutout: {size: 6}}, mixup]"
+# Both loading paths, with random augmentation on: the MNIST tensors decoded into memory, and an
+# image folder decoded lazily by DataLoader workers.
+PATHS = {
+    "tensors": {**TINY, "epochs": 4, "checkpoint_every": 7, "train_limit": 500, "val_size": 100,
+                "augment": AUGMENT},
+    "lazy files": {"model": "lenet5_modern", "dataset": "FOLDER", "loading": "lazy", "workers": 2,
+                   "val_split": 0.2, "epochs": 4, "batch_size": 50, "eval_batch_size": 500, "lr": 0.05,
+                   "seed": 3, "checkpoint_every": 7, "augment": AUGMENT},
+}
 
 
-def train_command(run_dir) -> list[str]:
-    sets = [f"--set={k}={v}" for k, v in ARGS.items() if k != "progress"]
+def make_digit_folder(root) -> str:
+    """625 MNIST sample digits as PNG files in class folders (500 train after the split: 10 steps/epoch)."""
+    from PIL import Image
+
+    from dcnn.data.mnist import load_mnist_sample
+
+    images, labels = load_mnist_sample("train")
+    for i in range(625):
+        folder = root / str(int(labels[i]))
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[i].numpy()).save(folder / f"{i}.png")
+    return str(root)
+
+
+def train_command(run_dir, args) -> list[str]:
+    sets = [f"--set={k}={v}" for k, v in args.items() if k != "progress"]
     return [sys.executable, "-m", "dcnn.cli", "train", "--no-progress", f"--run-dir={run_dir}", *sets]
 
 
@@ -29,11 +52,16 @@ def run(cmd: list[str]) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path, path, monkeypatch):
+    monkeypatch.setenv("DCNN_CACHE_DIR", str(tmp_path / "cache"))
+    args = dict(PATHS[path])
+    if args["dataset"] == "FOLDER":
+        args["dataset"] = make_digit_folder(tmp_path / "digits")
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    run(train_command(reference))
+    run(train_command(reference, args))
 
-    process = subprocess.Popen(train_command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    process = subprocess.Popen(train_command(killed, args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.monotonic() + 240
     # Steps per epoch: 500 / 50 = 10; step 14 is mid-epoch 2. Kill as soon as it is on disk.
