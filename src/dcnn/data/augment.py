@@ -34,7 +34,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -202,6 +201,13 @@ def _check_p(p: float) -> None:
     _check(0.0 <= p <= 1.0, f"p must be a probability in [0, 1], got {p}")
 
 
+def _kornia() -> Any:
+    """kornia.augmentation, imported when an augmentation is built (not when recipes are checked)."""
+    import kornia.augmentation
+
+    return kornia.augmentation
+
+
 # ---------------------------------------------------------------------------------------------
 # The batch augmenter.
 
@@ -308,7 +314,7 @@ def color_jitter(
     _check(0.0 <= hue <= 0.5, f"hue must lie in [0, 0.5], got {hue}")
     _check_p(p)
     # kornia's ColorJitter follows torchvision's: each factor is drawn from [1 - x, 1 + x] (hue: [-x, x]).
-    jitter = K.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue, p=p)
+    jitter = _kornia().ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue, p=p)
 
     def apply(images: Tensor) -> Tensor:
         if images.shape[1] != 3 and (saturation or hue):
@@ -344,7 +350,7 @@ def contrast_stretch(*, p: float = 0.5) -> ImageOp:
 def equalize(*, p: float = 0.5) -> ImageOp:
     """Histogram equalization of each channel (256 levels), as in AutoAugment (Cubuk et al. 2019)."""
     _check_p(p)
-    return K.RandomEqualize(p=p)
+    return _kornia().RandomEqualize(p=p)
 
 
 @register_augmentation("clahe")
@@ -354,7 +360,7 @@ def clahe(*, clip_limit: float = 40.0, grid_size: int = 8, p: float = 0.5) -> Im
     _check(grid_size >= 1, f"grid_size must be at least 1, got {grid_size}")
     _check_p(p)
     # kornia.augmentation.RandomClahe applies kornia.enhance.equalize_clahe to the chosen images.
-    equalize_tiles = K.RandomClahe(clip_limit=(clip_limit, clip_limit), grid_size=(grid_size, grid_size), p=p)
+    equalize_tiles = _kornia().RandomClahe(clip_limit=(clip_limit, clip_limit), grid_size=(grid_size, grid_size), p=p)
 
     def apply(images: Tensor) -> Tensor:
         try:
@@ -372,7 +378,7 @@ def gaussian_noise(*, std: float = 0.05, p: float = 1.0) -> ImageOp:
     # regularization").
     _check(std >= 0.0, f"std must be at least 0, got {std}")
     _check_p(p)
-    noise = K.RandomGaussianNoise(mean=0.0, std=std, p=p)
+    noise = _kornia().RandomGaussianNoise(mean=0.0, std=std, p=p)
     return lambda images: noise(images).clamp(0.0, 1.0)
 
 
@@ -386,7 +392,7 @@ def translate(*, fraction: float = 0.1) -> ImageOp:
     # Translated copies of the training images (Simard et al. 2003, Sec. 2; LeCun et al. 1998).
     # Nearest-neighbour sampling of a pure translation shifts by whole pixels and keeps pixel values.
     _check(0.0 <= fraction <= 1.0, f"fraction must lie in [0, 1], got {fraction}")
-    return K.RandomAffine(degrees=0.0, translate=(fraction, fraction), resample="nearest", p=1.0)
+    return _kornia().RandomAffine(degrees=0.0, translate=(fraction, fraction), resample="nearest", p=1.0)
 
 
 @register_augmentation("scale")
@@ -394,7 +400,7 @@ def scale(*, min: float = 0.9, max: float = 1.1) -> ImageOp:
     """Zoom about the centre by a factor drawn uniformly from [min, max]."""
     # Scale distortions (Simard et al. 2003, Sec. 2).
     _check(0.0 < min <= max, f"scale needs 0 < min <= max, got min={min}, max={max}")
-    return K.RandomAffine(degrees=0.0, scale=(min, max), p=1.0)
+    return _kornia().RandomAffine(degrees=0.0, scale=(min, max), p=1.0)
 
 
 @register_augmentation("rotate")
@@ -402,21 +408,21 @@ def rotate(*, degrees: float = 15.0) -> ImageOp:
     """Rotate about the centre by an angle drawn uniformly from [-degrees, degrees]."""
     # Rotation distortions (Simard et al. 2003, Sec. 2).
     _check(0.0 <= degrees <= 180.0, f"degrees must lie in [0, 180], got {degrees}")
-    return K.RandomRotation(degrees=degrees, p=1.0)
+    return _kornia().RandomRotation(degrees=degrees, p=1.0)
 
 
 @register_augmentation("hflip")
 def hflip(*, p: float = 0.5) -> ImageOp:
     """Mirror left-right with probability p (Krizhevsky et al. 2012, Sec. 4.1)."""
     _check_p(p)
-    return K.RandomHorizontalFlip(p=p)
+    return _kornia().RandomHorizontalFlip(p=p)
 
 
 @register_augmentation("vflip")
 def vflip(*, p: float = 0.5) -> ImageOp:
     """Mirror top-bottom with probability p."""
     _check_p(p)
-    return K.RandomVerticalFlip(p=p)
+    return _kornia().RandomVerticalFlip(p=p)
 
 
 @register_augmentation("perspective")
@@ -424,7 +430,7 @@ def perspective(*, distortion_scale: float = 0.5, p: float = 0.5) -> ImageOp:
     """Random perspective warp: each corner moves by up to distortion_scale of half the side."""
     _check(0.0 <= distortion_scale <= 1.0, f"distortion_scale must lie in [0, 1], got {distortion_scale}")
     _check_p(p)
-    return K.RandomPerspective(distortion_scale=distortion_scale, p=p)
+    return _kornia().RandomPerspective(distortion_scale=distortion_scale, p=p)
 
 
 @register_augmentation("random_crop")
@@ -470,7 +476,7 @@ def random_resized_crop(
     _check(size >= 1, f"size must be at least 1, got {size}")
     _check(0.0 < scale[0] <= scale[1] <= 1.0, f"scale needs 0 < low <= high <= 1, got {list(scale)}")
     _check(0.0 < ratio[0] <= ratio[1], f"ratio needs 0 < low <= high, got {list(ratio)}")
-    return K.RandomResizedCrop((size, size), scale=scale, ratio=ratio, p=1.0)
+    return _kornia().RandomResizedCrop((size, size), scale=scale, ratio=ratio, p=1.0)
 
 
 @register_augmentation("cutout")

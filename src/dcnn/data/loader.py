@@ -44,7 +44,28 @@ class EpochOrder:
         return torch.randperm(self.n, generator=gen)
 
 
-class TensorBatches:
+class _Batches:
+    """What both loaders share: `labels` of the examples, `batch_size`, and a pass in sequence."""
+
+    labels: torch.Tensor
+    batch_size: int
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        return -(-len(self.labels) // self.batch_size)
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.labels)
+
+    def epoch(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.epoch()
+
+
+class TensorBatches(_Batches):
     """Batches of an in-memory split by indexing (in `order`, or in sequence for evaluation)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
@@ -56,14 +77,6 @@ class TensorBatches:
         self.paths = paths  # the file of each image, for image sets decoded from files
         self.skipped: list[Skipped] = list(skipped or [])
 
-    def __len__(self) -> int:
-        """Batches per epoch."""
-        return -(-len(self.labels) // self.batch_size)
-
-    @property
-    def num_examples(self) -> int:
-        return len(self.labels)
-
     def epoch(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         index = self.order(epoch).to(self.images.device) if self.order is not None else None
         for step in range(start_step, len(self)):
@@ -74,11 +87,8 @@ class TensorBatches:
                 batch = index[window]
                 yield self.images[batch], self.labels[batch]
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self.epoch()
 
-
-class FileBatches:
+class FileBatches(_Batches):
     """Batches of image files decoded in `workers` DataLoader processes (Pillow), moved to `device`.
 
     A file that fails to decode is dropped from its batch and added to :attr:`skipped` (once per
@@ -98,13 +108,6 @@ class FileBatches:
         if strict and self.skipped:
             raise strict_error(self.skipped[0])
 
-    def __len__(self) -> int:
-        return -(-len(self.dataset) // self.batch_size)
-
-    @property
-    def num_examples(self) -> int:
-        return len(self.dataset)
-
     def epoch(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         index = self.order(epoch) if self.order is not None else torch.arange(len(self.dataset))
         remaining = index[start_step * self.batch_size:].tolist()
@@ -122,9 +125,6 @@ class FileBatches:
                     self.skipped.append(skip)
             # a batch whose files all failed is still yielded (empty), so that step counts stay exact
             yield batch.images.to(self.device, non_blocking=True), batch.labels.to(self.device, non_blocking=True)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self.epoch()
 
 
 Batches = TensorBatches | FileBatches
