@@ -1,13 +1,18 @@
 """The training loop: mini-batch or full-batch gradient descent with everything a run needs.
 
 `train(config)` runs from scratch, `resume(run_dir)` continues a run from its newest good
-checkpoint. A run directory holds ``config.yaml``, ``metrics.csv`` (or ``.jsonl``) with one row per
-epoch, ``checkpoints/``, the final ``model.safetensors`` and ``best.safetensors`` (best validation
-accuracy), and ``eval/`` with the test-set report.
+checkpoint. A run directory holds ``config.yaml``, ``data.json`` (classes, counts, preprocessing),
+``metrics.csv`` (or ``.jsonl``) with one row per epoch, ``checkpoints/``, the final
+``model.safetensors`` and ``best.safetensors`` (best validation accuracy), ``skipped.csv`` when
+files could not be read, and ``eval/`` with the test-set report.
 
-Exact resumption: the data order of epoch e is a permutation drawn from a generator seeded with
-(seed, e), augmentation draws from a generator seeded with (seed, global step), and the global RNG
-state (dropout) is checkpointed; so a resumed run takes the same steps as an uninterrupted one.
+The data path reads straight through: dataset → loader (uint8 batches in the resumable order) →
+augmentation on [0, 1] pixels → normalization → model → loss → checkpoint → report. The trainer
+consumes batches as `evaluate(model, loader)` does.
+
+Exact resumption: the data order of epoch e is drawn from a generator seeded with (seed, e),
+augmentation from one seeded with (seed, global step), and the global RNG state (dropout) is
+checkpointed; so a resumed run takes the same steps as an uninterrupted one.
 """
 
 from __future__ import annotations
