@@ -301,9 +301,8 @@ def demo_command(
     from dcnn.train import train as train_run
     from dcnn.train.recipes import demo_recipe
 
-    recipe, dataset = demo_recipe(data_dir)
-    out.print(f"training {recipe.stem} on {dataset}")
-    overrides = {"dataset": dataset, "data_dir": data_dir}
+    recipe, overrides = demo_recipe(data_dir)
+    out.print(f"training {recipe.stem} on {overrides['dataset']}")
     if run_dir:
         overrides["run_dir"] = run_dir
     run, result = train_run(load_recipe(recipe, overrides))

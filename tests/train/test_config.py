@@ -67,3 +67,12 @@ def test_early_stopping_without_validation_is_refused():
 def test_data_options_do_not_apply_to_the_embedded_sample():
     with pytest.raises(DcnnError, match="ships inside the package"):
         make_config({"dataset": "mnist_sample", "data_dir": "/data"})
+
+
+def test_the_demo_recipe_is_valid_with_and_without_full_mnist(tmp_path, mnist_dir):
+    from dcnn.train.recipes import demo_recipe
+
+    for data_dir, dataset in ((str(mnist_dir.parent), "mnist"), (str(tmp_path), "mnist_sample")):
+        recipe, overrides = demo_recipe(data_dir)
+        cfg = load_recipe(recipe, overrides)
+        assert cfg.dataset == dataset and (dataset == "mnist_sample" or cfg.download is False)

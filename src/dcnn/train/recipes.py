@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -19,9 +20,11 @@ def resolve_recipe(name_or_path: str | Path) -> Path:
     return bundled_recipes().get(str(name_or_path), path)
 
 
-def demo_recipe(data_dir: str | None = None) -> tuple[Path, str]:
-    """The demo's recipe and dataset: full MNIST when it is on disk, else the embedded sample."""
+def demo_recipe(data_dir: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """The demo's recipe and its data options: full MNIST when it is on disk (never downloaded),
+    else the sample inside the package."""
     from dcnn.data.mnist import find_mnist
 
-    dataset = "mnist" if find_mnist(data_dir) is not None else "mnist_sample"
-    return bundled_recipes()["demo"], dataset
+    if find_mnist(data_dir) is not None:
+        return bundled_recipes()["demo"], {"dataset": "mnist", "data_dir": data_dir, "download": False}
+    return bundled_recipes()["demo"], {"dataset": "mnist_sample"}
