@@ -28,12 +28,21 @@ training seconds) against the bf16 and fp32 matmul peaks measured at the start o
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/cifar10_time_to_accuracy.py \\
         --data-dir ../shared/data/cifar10-jpeg --subset 2048 --test-subset 500 --max-epochs-scale 0.1 --dtype fp32
 
-Duration of the default full run on the project's 2-core AVX2 machine (1 torch thread, load 3-5,
-measured 2026-12-02): a training step costs about 17 ms per image in float32 for either network and
-about 300 ms per image under bf16 autocast (emulated bf16). dcnn's 8 epochs are then about
-8 × 50,000 × 17 ms ≈ 1.9 h, the baseline's 9.9 epochs about 2.3 h in fp32 and about 40 h in bf16,
-plus the evaluations (not counted, but waited for: about 20 TTA evaluations of 60,000 views each,
-roughly 5 min each in float32). Two threads on an idle machine should roughly halve the training part.
+Duration of the default full run, estimated from smoke runs on the project's 2-core AVX2 machine
+(1 torch thread, load 3.6-4.8 from other jobs, 2026-12-02): a training step cost about 27 ms per
+image for dcnn's recipe and 25 ms for the baseline in float32 (about 1,350 s and 1,240 s per epoch of
+50,000 images), and about 400 ms per image for the baseline under bf16 autocast (this CPU emulates
+bf16: its bf16 matmul peak measured 0.8-0.9 GFLOP/s against 44-77 GFLOP/s in float32). So: dcnn's
+8 epochs take about 3 h, the baseline's 9.9 epochs about 3.4 h in fp32 and about 55 h in bf16, plus
+the evaluations (not counted, but waited for: about 20 TTA evaluations of 60,000 views each, roughly
+8 min each in float32, and 16 centre-view evaluations for dcnn, about 1.5 min each). Two threads on
+an idle machine should roughly halve the training part.
+
+Fairness notes: both use the images decoded by dcnn (the baseline's are decoded, from dcnn's cache,
+before its stopwatch starts; dcnn's setup, scanning the folders and reading that cache, is counted).
+The baseline's accuracy is measured in float32 even when it trains in bf16 (evaluation is not timed).
+With --subset / --test-subset both train and test on a folder of symbolic links to the first N/10
+images of each class (smoke runs only: accuracies there say nothing about the full run).
 """
 
 from __future__ import annotations
@@ -266,7 +275,7 @@ def dcnn_recipe(recipe: str, data_dir: str, eval_every: float, epochs_scale: flo
     return {"seconds": seconds, "epochs": trainer.global_step / trainer.steps_per_epoch,
             "accuracy": curve[-1][2], "images": trainer.data.train.num_examples * cfg.epochs,
             "after_first_step": state["after_first_step"], "first_step_images": batch,
-            "flops_per_image": train_step_flops(model, batch=min(8, batch),
+            "dtype": "bf16" if cfg.bf16 else "fp32", "flops_per_image": train_step_flops(model, batch=min(8, batch),
                                                 dtype=torch.bfloat16 if cfg.bf16 else torch.float32)}
 
 
@@ -347,12 +356,13 @@ def main() -> None:
     if args.subset or args.test_subset:
         full = {"train": 50_000, "test": 10_000}
         counts = {"train": args.subset or full["train"], "test": args.test_subset or full["test"]}
-        data_dir = subset_folder(args.data_dir, counts, Path(tempfile.mkdtemp(prefix="cifar10-subset-")))
+        subset_root = tempfile.TemporaryDirectory(prefix="cifar10-subset-")  # removed when the process exits
+        data_dir = subset_folder(args.data_dir, counts, Path(subset_root.name))
     data = load_images(data_dir)
     peaks = {"bf16": matmul_peak(torch.bfloat16), "fp32": matmul_peak(torch.float32)}
     curves: dict[str, list] = {"dcnn": [], "baseline": []}
-    rows = [(f"dcnn {args.recipe} (fp32)", dcnn_recipe(args.recipe, data_dir, args.eval_every,
-                                                       args.max_epochs_scale, curves["dcnn"]), curves["dcnn"])]
+    ours = dcnn_recipe(args.recipe, data_dir, args.eval_every, args.max_epochs_scale, curves["dcnn"])
+    rows = [(f"dcnn {args.recipe} ({ours['dtype']})", ours, curves["dcnn"])]
     if not args.skip_baseline:
         rows.append((f"airbench94 (baseline, {args.dtype})",
                      baseline(data, args.eval_every, args.max_epochs_scale, dtype, curves["baseline"]),
