@@ -33,7 +33,7 @@ def test_a_run_learns_and_writes_its_files(tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
     assert {"val_acc", "lr", "epoch_time_s", "images_per_s"} <= set(rows[0])
-    for name in ("config.yaml", "model.safetensors", "best.safetensors", "eval/metrics.json",
+    for name in ("config.yaml", "curves.png", "data.json", "model.safetensors", "best.safetensors", "eval/metrics.json",
                  "eval/confusion_matrix.csv", "eval/confusion_matrix.png"):
         assert (run_dir / name).is_file(), name
     assert len(ckpt.list_checkpoints(run_dir)) == 2  # keep_checkpoints

@@ -2,7 +2,7 @@
 
 `train(config)` runs from scratch, `resume(run_dir)` continues a run from its newest good
 checkpoint. A run directory holds ``config.yaml``, ``data.json`` (classes, counts, preprocessing),
-``metrics.csv`` (or ``.jsonl``) with one row per epoch, ``checkpoints/``, the final
+``metrics.csv`` (or ``.jsonl``) with one row per epoch and ``curves.png`` drawing them, ``checkpoints/``, the final
 ``model.safetensors`` and ``best.safetensors`` (best validation accuracy), ``skipped.csv`` when
 files could not be read, and ``eval/`` with the test-set report.
 
@@ -49,6 +49,7 @@ from dcnn.models import create_model, get_model_cfg, load_pretrained
 from dcnn.train import checkpoint as ckpt
 from dcnn.train.config import RESUME_OPTIONS, TrainConfig, make_config, save_config
 from dcnn.train.optim import build_optimizer, build_scheduler, l1_penalty
+from dcnn.visualize.curves import save_training_curves
 
 console = Console(stderr=True)
 METRIC_FIELDS = ["epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s",
@@ -374,6 +375,8 @@ class Trainer:
             "images_per_s": seen / max(self.running["time"], 1e-9),
         }
         append_metrics(self.run_dir, self.cfg.metrics_format, row)
+        save_training_curves(read_metrics(self.run_dir, self.cfg.metrics_format), self.run_dir / "curves.png",
+                             title=f"{self.cfg.model} on {Path(self.cfg.dataset).name}")
         if self.cfg.progress:
             console.print(
                 f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"
@@ -474,6 +477,15 @@ def append_metrics(run_dir: Path, fmt: str, row: dict[str, Any]) -> None:
         if new:
             writer.writeheader()
         writer.writerow(row)
+
+
+def read_metrics(run_dir: Path, fmt: str) -> list[dict[str, Any]]:
+    """The rows of a run's metrics file (csv or jsonl)."""
+    path = run_dir / f"metrics.{fmt}"
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    return [json.loads(line) for line in lines] if fmt == "jsonl" else list(csv.DictReader(lines))
 
 
 def truncate_metrics(run_dir: Path, fmt: str, epochs_done: int) -> None:
