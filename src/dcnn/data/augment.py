@@ -28,6 +28,7 @@ to jitter brightness and contrast only).
 from __future__ import annotations
 
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -476,7 +477,36 @@ def random_resized_crop(
     _check(size >= 1, f"size must be at least 1, got {size}")
     _check(0.0 < scale[0] <= scale[1] <= 1.0, f"scale needs 0 < low <= high <= 1, got {list(scale)}")
     _check(0.0 < ratio[0] <= ratio[1], f"ratio needs 0 < low <= high, got {list(ratio)}")
-    return _kornia().RandomResizedCrop((size, size), scale=scale, ratio=ratio, p=1.0)
+    low, high = math.log(ratio[0]), math.log(ratio[1])
+
+    def apply(images: Tensor) -> Tensor:
+        # torchvision's sampling (10 tries per image of an area and a log-uniform aspect ratio, else
+        # the centre crop of the clamped ratio), drawn for the whole batch at once; every crop is
+        # then resampled by one batched grid_sample (bilinear, corners aligned as kornia's).
+        n, _, height, width = images.shape
+        area = height * width * torch.empty(n, 10).uniform_(scale[0], scale[1])
+        aspect = torch.exp(torch.empty(n, 10).uniform_(low, high))
+        crop_w, crop_h = (area * aspect).sqrt().round(), (area / aspect).sqrt().round()
+        fits = (crop_w >= 1) & (crop_w <= width) & (crop_h >= 1) & (crop_h <= height)
+        pick = fits.float().argmax(1)
+        rows = torch.arange(n)
+        in_ratio = width / height
+        fallback_w = width if in_ratio <= ratio[1] else round(height * ratio[1])
+        fallback_h = height if in_ratio >= ratio[0] else round(width / ratio[0])
+        found = fits.any(1)
+        crop_w = torch.where(found, crop_w[rows, pick], torch.tensor(float(fallback_w)))
+        crop_h = torch.where(found, crop_h[rows, pick], torch.tensor(float(fallback_h)))
+        top = torch.where(found, (torch.rand(n) * (height - crop_h + 1)).floor(), ((height - crop_h) / 2).floor())
+        left = torch.where(found, (torch.rand(n) * (width - crop_w + 1)).floor(), ((width - crop_w) / 2).floor())
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0] = (crop_w - 1) / max(width - 1, 1)
+        theta[:, 0, 2] = (2 * left + crop_w - 1) / max(width - 1, 1) - 1
+        theta[:, 1, 1] = (crop_h - 1) / max(height - 1, 1)
+        theta[:, 1, 2] = (2 * top + crop_h - 1) / max(height - 1, 1) - 1
+        grid = F.affine_grid(theta.to(images), [n, images.shape[1], size, size], align_corners=True)
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+    return apply
 
 
 @register_augmentation("cutout")
