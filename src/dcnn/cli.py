@@ -60,13 +60,22 @@ def summary_command(
     model: Annotated[str, typer.Argument(help="model name")],
     input_size: Annotated[str | None, typer.Option(help="C,H,W (default: the model's)")] = None,
     num_classes: Annotated[int | None, typer.Option(help="classes (default: the model's)")] = None,
+    batch: Annotated[int, typer.Option(min=1, help="batch size for shapes, MACs and memory")] = 1,
+    output_format: Annotated[str, typer.Option("--format", help="table, json, csv or md")] = "table",
+    optimizer: Annotated[str, typer.Option(help=f"for the memory estimate: {', '.join(OPTIMIZERS)}")] = "sgd",
+    measure: Annotated[bool, typer.Option("--measure", help="run one training step, print its peak memory")] = False,
 ) -> None:
-    """Output shape and parameters of every layer."""
+    """Per layer: output shape, parameters, MACs, activation memory, receptive field; totals and
+    the memory a training step needs (estimated, and measured with --measure)."""
     import torch
 
-    from dcnn.analysis.summary import summarize
+    from dcnn.analysis import summary as report
     from dcnn.models import create_model, get_model_cfg
 
+    if output_format not in ("table", "json", "csv", "md"):
+        raise DcnnError(f"--format {output_format!r}: choose table, json, csv or md.")
+    if optimizer not in OPTIMIZERS:
+        raise DcnnError(f"--optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}.")
     cfg = get_model_cfg(model)
     size = parse_size(input_size) if input_size else cfg.input_size
     _, min_h, min_w = cfg.min_input_size
@@ -75,14 +84,26 @@ def summary_command(
                         f"{min_h}x{min_w} pixels; give at least {size[0]},{min_h},{min_w}.")
     with torch.device("meta"):
         net = create_model(model, num_classes=num_classes, in_chans=size[0])
-    rows = summarize(net, size)
-    grid = Table("layer", "type", "output shape", "params", title=f"{model} on {'x'.join(map(str, size))}")
-    for row in rows:
-        grid.add_row(row.name, row.kind, str(list(row.output_shape)), f"{row.params:,}")
-    out.print(grid)
-    total = sum(p.numel() for p in net.parameters())
-    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    out.print(f"total parameters: {total:,} (trainable {trainable:,})")
+    summary = report.summarize(net, size, batch)
+    estimate = report.estimate_training_memory(summary, optimizer)
+    measured = None
+    if measure:
+        measured = report.measure_training_step(create_model(model, num_classes=num_classes, in_chans=size[0]),
+                                                size, batch, optimizer)
+    if output_format == "json":
+        print(report.to_json(summary, estimate, measured))
+    elif output_format == "csv":
+        print(report.to_csv(summary), end="")
+    elif output_format == "md":
+        print(report.to_markdown(summary, estimate, measured), end="")
+    else:
+        columns = report.COLUMNS if summary.has_aux else report.COLUMNS[:-1]
+        grid = Table(*columns, title=f"{model} on {'x'.join(map(str, size))}, batch {batch}")
+        for cells in report.table_rows(summary):
+            grid.add_row(*cells[: len(columns)])
+        (out if out.is_terminal else Console(width=300)).print(grid)  # piped: one layer per line
+        for line in report.notes(summary, estimate, measured):
+            out.print(line, highlight=False, markup=False)
 
 
 def _views() -> dict:
