@@ -286,7 +286,7 @@ class Trainer:
         if data.preprocess.whitening is not None:
             console.print(data.preprocess.whitening.report())
         if data.skipped:
-            console.print(f"[yellow]skipped {len(data.skipped)} unreadable files[/] (listed in skipped.csv)")
+            console.print(f"[yellow]skipped {len(data.skipped)} file(s)[/] (listed with reasons in skipped.csv)")
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 pixels → normalized model input (channels_last when asked)."""
@@ -371,7 +371,8 @@ class Trainer:
             "epoch": self.epoch + 1, "step": self.global_step,
             "train_loss": self.running["loss_sum"] / seen, "train_acc": self.running["correct"] / seen,
             "val_loss": val.mean_loss if val else math.nan, "val_acc": val.accuracy(1) if val else math.nan,
-            "lr": self.optimizer.param_groups[0]["lr"], "epoch_time_s": self.running["time"],
+            # the classifier's lr (the last group; the backbone's is lr x backbone_lr_scale)
+            "lr": self.optimizer.param_groups[-1]["lr"], "epoch_time_s": self.running["time"],
             "images_per_s": seen / max(self.running["time"], 1e-9),
         }
         append_metrics(self.run_dir, self.cfg.metrics_format, row)
@@ -416,7 +417,7 @@ class Trainer:
         skipped = self.data.skipped
         if skipped:
             write_skipped(self.run_dir / "skipped.csv", skipped)
-            console.print(f"[yellow]{len(skipped)} files were skipped[/] (reasons in {self.run_dir / 'skipped.csv'})")
+            console.print(f"[yellow]{len(skipped)} file(s) skipped[/] (reasons in {self.run_dir / 'skipped.csv'})")
         split = "test" if self.data.test is not None else "val"
         batches = self.data.test if self.data.test is not None else self.data.val
         if batches is None:
