@@ -57,10 +57,6 @@ class DatasetSplits:
     val: Split | None = None
     skipped: list[Skipped] = field(default_factory=list)
 
-    @property
-    def is_files(self) -> bool:
-        return isinstance(self.train, ImageFiles)
-
 
 @dataclass(frozen=True)
 class DatasetEntry:
@@ -117,10 +113,6 @@ def _register_builtin() -> None:
 
 
 _register_builtin()
-
-
-def is_named(name_or_path: str) -> bool:
-    return name_or_path in DATASETS
 
 
 def load_dataset(name_or_path: str, data_dir: str | None = None, download: bool = True) -> DatasetSplits:
