@@ -14,14 +14,18 @@ from dcnn.data import mnist
 from dcnn.data.datasets import (
     DATASETS,
     TensorImages,
-    class_counts,
     first,
     hold_out,
+    labels_of,
     load_dataset,
     load_test_split,
 )
 from dcnn.data.folder import ImageFiles
 from dcnn.errors import DcnnError
+
+
+def class_counts(split, num_classes: int) -> list[int]:
+    return torch.bincount(torch.as_tensor(labels_of(split), dtype=torch.long), minlength=num_classes).tolist()
 
 # Label counts of the canonical MNIST test file (LeCun et al.'s distribution).
 MNIST_TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

@@ -167,7 +167,3 @@ def hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split | N
 def first(split: Split, limit: int) -> Split:
     """The first `limit` examples (0: all)."""
     return split.subset(list(range(min(limit, len(split))))) if limit else split
-
-
-def class_counts(split: Split, num_classes: int) -> list[int]:
-    return torch.bincount(torch.as_tensor(labels_of(split), dtype=torch.long), minlength=num_classes).tolist()

@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from dcnn.data.augment import build_augment
-from dcnn.data.datasets import class_counts, first, hold_out, load_dataset
+from dcnn.data.datasets import first, hold_out, load_dataset
 from dcnn.data.folder import Skipped
 from dcnn.data.loader import Batches, FileBatches
 from dcnn.data.pipeline import make_batches, model_inputs, plan_preprocess, sample_images
@@ -126,7 +126,10 @@ def prepare_data(cfg: TrainConfig, model_cfg: Any, device: torch.device) -> Data
     train_batches = make_batches(train, prep, batch, device, order_seed=cfg.seed,
                                  balanced=cfg.class_balance == "sampler", **common)
     if train_batches.num_examples == 0:
-        raise DcnnError(f"no training image of {cfg.dataset} could be read; see the skipped files above.")
+        skipped = splits.skipped + train_batches.skipped
+        first_reason = f" (the first: {skipped[0].reason})" if skipped else ""
+        raise DcnnError(f"no training image of {cfg.dataset} could be read: {len(skipped)} file(s) skipped"
+                        f"{first_reason}.")
     val_batches = make_batches(val, prep, cfg.eval_batch_size, device, **common) if val is not None else None
     test_batches = make_batches(test, prep, cfg.eval_batch_size, device, **common) if test is not None else None
     if cfg.normalize == "dataset" or cfg.whitening == "zca":
@@ -135,11 +138,10 @@ def prepare_data(cfg: TrainConfig, model_cfg: Any, device: torch.device) -> Data
             prep = prep.with_whitening(fit_whitening(sample, "zca", cfg.whitening_epsilon))
         else:
             prep = prep.with_stats(*channel_stats(sample))
-    k = len(splits.class_names)
-    counts = {"train": class_counts(train, k)}
-    for name, split in (("val", val), ("test", test)):
-        if split is not None:
-            counts[name] = class_counts(split, k)
+    k = len(splits.class_names)  # images per class that were read (skipped files not counted)
+    counts = {name: torch.bincount(batches.labels.cpu(), minlength=k).tolist()
+              for name, batches in (("train", train_batches), ("val", val_batches), ("test", test_batches))
+              if batches is not None}
     return Data(train_batches, val_batches, test_batches, splits.class_names, prep, counts, splits.skipped)
 
 
