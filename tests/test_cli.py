@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
+from unittest import mock
 
 import pytest
 from PIL import Image
 
+from dcnn import cli
 from dcnn.models import list_models
 
 
 def dcnn(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dcnn.cli", *args], capture_output=True, text=True, timeout=300,
                           cwd=cwd)
+
+
+def dcnn_in_process(*args: str) -> subprocess.CompletedProcess:
+    """The command's `main()` in this process (no interpreter start-up: 3-5 s a call), with its
+    output and exit status captured as a subprocess would report them."""
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with redirect_stdout(out), redirect_stderr(err), mock.patch.object(sys, "argv", ["dcnn", *args]):
+        try:
+            cli.main()
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return subprocess.CompletedProcess(["dcnn", *args], code, out.getvalue(), err.getvalue())
 
 
 def assert_user_error(done: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -48,17 +64,19 @@ def test_summary_shows_layers_and_total():
 
 
 def test_user_errors_are_one_line_without_traceback(tmp_path):
-    assert_user_error(dcnn("summary", "lenet6"), "unknown model 'lenet6'", "lenet5")
-    assert_user_error(dcnn("train", "--model", "lenet5", "--lr", "-1"), "lr: Input should be greater than 0")
-    assert_user_error(dcnn("train", "--set", "optimiser=adam"), "optimiser: unknown option")
-    assert_user_error(dcnn("train", "--recipe", str(tmp_path / "none.yaml")), "not found")
-    assert_user_error(dcnn("eval", str(tmp_path / "missing.safetensors")), "not found")
-    assert_user_error(dcnn("summary", "lenet5", "--input-size", "1,32"), "three positive integers")
-    assert_user_error(dcnn("summary", "vgg16", "--input-size", "3,16,16"), "below vgg16's minimum of 32x32")
-    assert_user_error(dcnn("summary", "lenet5", "--input-size", "1,20,20"), "below lenet5's minimum of 32x32")
-    assert_user_error(dcnn("predict", str(tmp_path), "x.png", "--top", "-1"), "--top -1", "at least 1")
-    assert_user_error(dcnn("predict", str(tmp_path), "x.png", "--top", "0"), "--top 0", "at least 1")
-    assert_user_error(dcnn("train", "--model", "lenet5", "--set", "model_options={batchnorm: true}"),
+    assert_user_error(dcnn("summary", "lenet6"), "unknown model 'lenet6'", "lenet5")  # a real process too
+    run = dcnn_in_process
+    assert_user_error(run("train", "--model", "lenet5", "--lr", "-1"), "lr: Input should be greater than 0")
+    assert_user_error(run("train", "--set", "optimiser=adam"), "optimiser: unknown option")
+    assert_user_error(run("train", "--recipe", str(tmp_path / "none.yaml")), "not found")
+    assert_user_error(run("eval", str(tmp_path / "missing.safetensors")), "not found")
+    assert_user_error(run("summary", "lenet5", "--input-size", "1,32"), "three positive integers")
+    assert_user_error(run("summary", "vgg16", "--input-size", "3,16,16"), "below vgg16's minimum of 32x32")
+    assert_user_error(run("summary", "lenet5", "--input-size", "1,20,20"), "below lenet5's minimum of 32x32")
+    assert_user_error(run("predict", str(tmp_path), "x.png", "--top", "-1"), "--top -1", "at least 1")
+    assert_user_error(run("predict", str(tmp_path), "x.png", "--top", "0"), "--top 0", "at least 1")
+    assert_user_error(run("train", "--model", "lenet5", "--dataset", "mnist_sample", "--set",
+                          "model_options={batchnorm: true}"),
                       "model 'lenet5' has no option 'batchnorm'", "Its options are:", "rbf_scale")
 
 
