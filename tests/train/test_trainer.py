@@ -212,3 +212,17 @@ def test_resume_refuses_changes_that_break_exactness(tmp_path):
     assert "epochs" in str(info.value)  # says what may change
     with pytest.raises(DcnnError, match="already trained 2 epoch"):
         resume(run, {"epochs": 1})
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_auto_uses_bf16_only_where_the_cpu_computes_it_natively(tmp_path, monkeypatch, native):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    (tmp_path / "run").mkdir()
+    trainer = Trainer(tiny_config(tmp_path, bf16="auto", device="cpu"), tmp_path / "run")
+    assert trainer.bf16 is native
+    seen = []
+    trainer.model.features.c1.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    images, labels = next(trainer.data.train.epoch(0))
+    trainer.train_step(images, labels)
+    assert seen == [torch.bfloat16 if native else torch.float32]

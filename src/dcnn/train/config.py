@@ -100,7 +100,8 @@ class TrainConfig(BaseModel):
     pct_start: float = Field(0.25, gt=0, lt=1, description="one-cycle: fraction of steps rising")
 
     # Precision, layout, device, reproducibility.
-    bf16: bool = False
+    bf16: bool | Literal["auto"] = Field(False, description="bfloat16 autocast; auto: where the device computes "
+                                         "bf16 natively (CUDA, CPUs with AVX-512 BF16 or AMX)")
     channels_last: bool = False
     device: str = "auto"
     seed: int = 0

@@ -64,6 +64,14 @@ class TrainingDiverged(DcnnError):
     """The loss became NaN or infinite."""
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 natively: CUDA GPUs that support it, CPUs with AVX-512 BF16
+    or AMX. Elsewhere (AVX2-only CPUs) bf16 is emulated and several times slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -192,6 +200,7 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = run_dir
         self.device = resolve_device(cfg.device)
+        self.bf16 = native_bf16(self.device) if cfg.bf16 == "auto" else cfg.bf16
         self.after_step = after_step
         torch.manual_seed(cfg.seed)
         model_cfg = get_model_cfg(cfg.model)
@@ -304,7 +313,7 @@ class Trainer:
         x, targets = images.float().div_(255.0), y
         if self.augment is not None:
             x, targets = self.augment(x, y, seed=cfg.seed * 7919 + self.global_step)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             outputs = self.model(self.inputs(x))
         loss, logits = classification_loss(outputs, targets, cfg, self.aux_weights, self.class_weights)
         if cfg.l1:
@@ -332,7 +341,7 @@ class Trainer:
 
     def evaluate_on(self, batches: Batches, **options: Any) -> ClassificationResult:
         return evaluate(self.model, model_inputs(batches, self.data.preprocess, self.cfg.channels_last),
-                        self.device, bf16=self.cfg.bf16, **options)
+                        self.device, bf16=self.bf16, **options)
 
     def validate(self) -> ClassificationResult | None:
         if self.data.val is None:
