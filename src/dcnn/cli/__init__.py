@@ -1,11 +1,15 @@
 """The `dcnn` command: a thin layer that parses options, calls the library and prints results.
 
-User errors (DcnnError) print one line and exit with status 2; no traceback.
+User errors (DcnnError) print one line and exit with status 2; no traceback. The commands for
+training, evaluating and inspecting live here; each other module of this package adds its own
+commands to `app` when imported (all of them are, at the end of this file).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -329,6 +333,10 @@ def demo_command(
     run, result = train_run(load_recipe(recipe, overrides))
     print_result(result)
     out.print(f"run saved in {run}; try `dcnn eval {run}` or `dcnn predict {run} IMAGE`")
+
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def main() -> None:
