@@ -336,7 +336,8 @@ def demo_command(
 
 
 for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+    if not _module.name.startswith("_"):  # __main__ runs the command; it adds none
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def main() -> None:

@@ -1,0 +1,5 @@
+"""`python -m dcnn.cli`: the same as the `dcnn` command."""
+
+from dcnn.cli import main
+
+main()
