@@ -235,6 +235,7 @@ CASES: dict[str, Case] = {
     "init_from": Case("RUN", "weights"),
     "freeze": Case("backbone", "optimizer"),
     "backbone_lr_scale": Case(0.1, "optimizer"),
+    "track_gradients": Case(True, "files"),
 }
 
 
