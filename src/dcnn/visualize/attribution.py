@@ -9,10 +9,22 @@ default Grad-CAM layer is found by running ``forward_features`` with forward hoo
 - Grad-CAM (Selvaraju et al. 2017, Sec. 3, eq. 1-2): the weight of map k is the spatial mean of
   the class score's gradient, alpha_k = mean_ij dy/dA^k_ij, and the map is ReLU(sum_k alpha_k A^k),
   upsampled to the input and scaled to [0, 1] per image (captum's LayerGradCam).
+- Saliency (Simonyan et al. 2014, Sec. 3.1): the magnitude of the class score's gradient with
+  respect to the input pixels, |dy/dx| (captum's Saliency).
+- Guided backprop (Springenberg et al. 2015, Sec. 3.4): the input gradient with the backward pass
+  of every ReLU module keeping only positive gradients at positive inputs (captum's GuidedBackprop).
+- Occlusion sensitivity (Zeiler & Fergus 2014, Sec. 4.2): a grey square (the baseline 0 of
+  normalized input: the training mean) slides over the image and the drop in the class's
+  probability is recorded at each position (captum's Occlusion).
+
+Class scores are the model's logits (the unnormalized scores of Simonyan et al.), except for
+occlusion, which follows Zeiler & Fergus in measuring the softmax probability.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -123,7 +135,7 @@ def map_layer(model: nn.Module, inputs: torch.Tensor, layer: nn.Module | str | N
         shape = "nothing inside forward_features" if found is None else f"shape {found.shape}"
         raise DcnnError(f"layer {name!r} outputs {shape}, not a feature map (N, C, H, W); choose a "
                         "convolutional layer of forward_features (`dcnn summary MODEL` lists them).")
-    return LayerOutput(name, module, found.shape)
+    return found
 
 
 def _targets(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor | int | None) -> torch.Tensor:
@@ -167,6 +179,68 @@ def grad_cam(
         cam = LayerGradCam(model, module).attribute(inputs, target=classes, relu_attributions=True)
         cam = LayerAttribution.interpolate(cam.detach(), tuple(inputs.shape[-2:]), interpolate_mode="bilinear")
     return _scale_per_image(cam.sum(dim=1).clamp_min(0.0))
+
+
+def require_relu(model: nn.Module, method: str) -> None:
+    """Refuse `method` (guided backprop) for a model without ``nn.ReLU`` modules, where it would be
+    the plain gradient."""
+    if not any(isinstance(m, nn.ReLU) for m in model.modules()):
+        raise DcnnError(f"{method} changes the backward pass of nn.ReLU layers, and this model has none (its "
+                        "activations are of other kinds); use saliency or gradcam.")
+
+
+def saliency(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor | int | None = None) -> torch.Tensor:
+    """|d score / d input| (N, C, H, W) of the target class (None: the predicted class);
+    Simonyan et al. 2014, Sec. 3.1, take the maximum over colour channels for the map."""
+    from captum.attr import Saliency
+
+    with attribution_mode(model):
+        classes = _targets(model, inputs, target)
+        x = inputs.detach().clone().requires_grad_(True)
+        return Saliency(model).attribute(x, target=classes, abs=True).detach()
+
+
+def guided_backprop(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor | int | None = None,
+                    ) -> torch.Tensor:
+    """The guided-backprop gradient (N, C, H, W) of the target class (None: the predicted class)."""
+    from captum.attr import GuidedBackprop
+
+    require_relu(model, "guided backprop")
+    with attribution_mode(model):
+        classes = _targets(model, inputs, target)
+        x = inputs.detach().clone().requires_grad_(True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
+            return GuidedBackprop(model).attribute(x, target=classes).detach()
+
+
+def occlusion(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor | int | None = None,
+              window: int | None = None, stride: int | None = None) -> torch.Tensor:
+    """Occlusion sensitivity (N, H, W): at each pixel, the mean drop of the target class's probability
+    over the positions of a `window`-pixel grey square that covers it (None: the predicted class).
+
+    `window` defaults to an eighth of the shorter side (at least 2 pixels: 4 on MNIST's 28, 28 on
+    224), `stride` to half the window. Positive values: covering the pixel lowers the probability.
+    """
+    from captum.attr import Occlusion
+
+    channels, height, width = inputs.shape[1:]
+    window = window or max(2, math.ceil(min(height, width) / 8))
+    stride = stride or max(1, window // 2)
+    if not 1 <= window <= min(height, width) or stride < 1:
+        raise DcnnError(f"the occluding window ({window}) must fit the {height}x{width} input and the stride "
+                        f"({stride}) be at least 1.")
+    with attribution_mode(model):
+        classes = _targets(model, inputs, target)
+
+        def probabilities(x: torch.Tensor) -> torch.Tensor:
+            return model(x).softmax(dim=1)
+
+        with torch.no_grad():
+            drop = Occlusion(probabilities).attribute(
+                inputs, sliding_window_shapes=(channels, window, window), strides=(channels, stride, stride),
+                baselines=0.0, target=classes, perturbations_per_eval=16)
+    return drop[:, 0]
 
 
 def _jet(values: np.ndarray) -> np.ndarray:
