@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import base64
 import csv
+import io
 import json
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
+from dcnn.data.mnist import load_mnist_sample
 from dcnn.train import make_config, train
 from dcnn.train.checkpoint import load_model_file
+from dcnn.visualize.attribution import grad_cam, overlay_heatmap
 from tests.test_cli import assert_user_error, dcnn_in_process
 from tests.train.helpers import TINY
 
@@ -23,7 +28,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 IMAGES = 3
-SECTIONS = ["config", "data", "curves", "evaluation", "hardest", "model"]
+SECTIONS = ["config", "data", "curves", "evaluation", "hardest", "model", "gradcam"]
 MARKUP = '<script>alert("x")</script>&amp;'  # a class name and a path that must come out as text
 
 
@@ -39,7 +44,9 @@ class Page(HTMLParser):
         self.images: dict[str, list[dict[str, str]]] = {}
         self.bars: dict[str, list[float]] = {}
         self.tags: set[str] = set()
+        self.captions: dict[str, list[str]] = {}
         self.cell: list[str] | None = None
+        self.caption = False
         self.feed(text)
 
     def handle_starttag(self, tag: str, attrs: list) -> None:
@@ -55,10 +62,14 @@ class Page(HTMLParser):
             self.cell = []
         elif tag == "img":
             self.images.setdefault(self.section, []).append(values)
+        elif tag == "figcaption":
+            self.captions.setdefault(self.section, []).append("")
+            self.caption = True
         elif tag == "span" and values.get("style", "").startswith("width:"):
             self.bars.setdefault(self.section, []).append(float(values["style"].split()[1].rstrip("%")))
 
     def handle_endtag(self, tag: str) -> None:
+        self.caption = self.caption and tag != "figcaption"
         if tag in ("td", "th") and self.cell is not None:
             self.tables[self.section][-1][-1][1].append("".join(self.cell).strip())
             self.cell = None
@@ -67,6 +78,8 @@ class Page(HTMLParser):
         self.text.setdefault(self.section, []).append(data)
         if self.cell is not None:
             self.cell.append(data)
+        if self.caption:
+            self.captions[self.section][-1] += data
 
     def section_text(self, section: str) -> str:
         return " ".join(" ".join(self.text.get(section, [])).split())
@@ -166,6 +179,26 @@ def test_model_summary_totals_the_models_parameters(run, page):
     assert f"total parameters: {total:,}" in page.section_text("model")
 
 
+def test_gradcam_explains_the_first_test_images_predictions(run, page):
+    model, _ = load_model_file(run / "model.safetensors")
+    images, labels = load_mnist_sample("test")
+    pixels = images[:IMAGES, None]  # 28x28 digits: the model's input size, nothing to resize
+    x = (pixels.float() / 255 - 0.1307) / 0.3081
+    with torch.no_grad():
+        confidence, predicted = torch.softmax(model(x), dim=1).max(dim=1)
+    assert page.captions["gradcam"] == [f"true: {t} / predicted: {c} {p:.2f}" for t, c, p in
+                                        zip(labels[:IMAGES].tolist(), predicted.tolist(), confidence.tolist(),
+                                            strict=True)]
+    shown = page.images["gradcam"]
+    assert len(shown) == 2 * IMAGES and all(image["width"] == "112" for image in shown)  # 28 px x 4
+    heat = grad_cam(model, x)
+    for i in range(IMAGES):
+        original, overlay = (Image.open(io.BytesIO(png_bytes(image))) for image in shown[2 * i: 2 * i + 2])
+        assert np.array_equal(np.asarray(original), pixels[i, 0].numpy())  # the image, pixel for pixel
+        expected = overlay_heatmap(pixels[i].float() / 255, heat[i])
+        assert overlay.mode == "RGB" and overlay.tobytes() == expected.tobytes()
+
+
 def test_an_unfinished_run_gets_notes_and_file_values_stay_text(run, tmp_path):
     """A run still training: no model.safetensors (the newest checkpoint stands in), no eval/, no
     curves yet; a data.json without a validation split, with markup in a class name and a skipped path."""
@@ -178,6 +211,8 @@ def test_an_unfinished_run_gets_notes_and_file_values_stay_text(run, tmp_path):
     data["skipped_files"] = 1
     (copy / "data.json").write_text(json.dumps(data))
     (copy / "skipped.csv").write_text(f"path,reason\n/photos/{MARKUP}.jpg,not an image\n")
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    (copy / "config.yaml").write_text(yaml.safe_dump({**config, "dataset": str(tmp_path / MARKUP)}))
     out = tmp_path / "pages" / "unfinished.html"
     done = dcnn_in_process("report", str(copy), "--out", str(out), "--images", "1", "--device", "cpu")
     assert done.returncode == 0, done.stderr
@@ -193,6 +228,8 @@ def test_an_unfinished_run_gets_notes_and_file_values_stay_text(run, tmp_path):
     assert "curves.png is missing." in report.section_text("curves")
     assert "eval/ is missing: the run has not finished" in report.section_text("evaluation")
     assert "need the finished model" in report.section_text("hardest")
+    assert f"no test images to explain: dataset '{tmp_path / MARKUP}'" in report.section_text("gradcam")
+    assert any(cells == ["dataset", str(tmp_path / MARKUP)] for table in report.tables["config"] for _, cells in table)
     newest = sorted((copy / "checkpoints").iterdir())[-1].name
     assert f"(from checkpoints/{newest}/model.safetensors)" in report.section_text("model")
     assert f"not finished: the model is checkpoints/{newest}/model.safetensors" in report.section_text("")
@@ -224,10 +261,10 @@ def test_the_page_renders_offline_in_chromium(run, page):
         finally:
             browser.close()
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
-    for heading in ("Configuration", "Data", "Training curves", "Evaluation", "Hardest examples", "Model"):
+    for heading in ("Configuration", "Data", "Training curves", "Evaluation", "Hardest examples", "Model", "Grad-CAM"):
         assert heading in visible
     assert f"test accuracy {100 * metrics['top1_accuracy']:.2f}%" in visible
-    assert len(images) == sum(len(v) for v in page.images.values()) == 4
+    assert len(images) == sum(len(v) for v in page.images.values()) == 4 + 2 * IMAGES
     assert all(complete and width > 0 for _, complete, width in images), images
     assert (run / "report.html").as_uri() in requests  # the listener saw the page itself
     assert [url for url in requests if not url.startswith(("file:", "data:"))] == []

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import io
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,8 +25,11 @@ from typing import Any
 
 import torch
 import yaml
+from PIL import Image
 
 from dcnn.analysis import summary as layer_summary
+from dcnn.data.datasets import first, load_test_split
+from dcnn.data.pipeline import make_batches
 from dcnn.errors import DcnnError
 from dcnn.evaluate.inspect import inspect_run
 from dcnn.evaluate.run import class_names_of, preprocess_of
@@ -35,9 +39,11 @@ from dcnn.train.checkpoint import MODEL_FILE, list_checkpoints, load_model_file
 from dcnn.train.config import make_config
 from dcnn.train.optim import OPTIMIZERS
 from dcnn.train.trainer import read_metrics, resolve_device
+from dcnn.visualize.attribution import grad_cam, overlay_heatmap
 
 REPORT_FILE = "report.html"
 MAX_IMAGES = 64  # --images: hardest examples per split and test images with their saliency
+THUMBNAIL = 96  # pixels: smaller test images are magnified to at least this width on the page
 MAX_SKIPPED_ROWS = 100  # skipped files listed by name; the rest are counted
 CONFIG_COLUMNS = 3  # the configuration's options side by side in this many tables
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -66,6 +72,8 @@ tr.total td { font-weight: 600; border-top: 2px solid #c9cfdb; }
 .bar span { display: block; height: 100%; background: #2563eb; border-radius: 2px; }
 img { max-width: 100%; height: auto; border: 1px solid #e8eaee; }
 img.pixels { image-rendering: pixelated; }
+figure.cam img { margin-right: 2px; }
+.wrong { color: #c81e1e; }
 .note { background: #fff7e0; border-left: 4px solid #f0b429; padding: 6px 10px; margin: 8px 0; }
 .headline { font-size: 17px; }
 .figures { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
@@ -83,11 +91,18 @@ def note(text: str) -> str:
     return f'<p class="note">{escape(text)}</p>'
 
 
-def png_image(data: bytes, alt: str, pixels: bool = False) -> str:
-    """An <img> holding the PNG `data` as a data: URI (`pixels`: magnified without smoothing)."""
+def png_image(data: bytes, alt: str, width: int | None = None) -> str:
+    """An <img> holding the PNG `data` as a data: URI; with `width`, shown that wide, its pixels
+    magnified without smoothing."""
     encoded = base64.b64encode(data).decode("ascii")
-    css = ' class="pixels"' if pixels else ""
-    return f'<img{css} alt="{escape(alt)}" src="data:image/png;base64,{encoded}">'
+    size = f' class="pixels" width="{width}"' if width else ""
+    return f'<img{size} alt="{escape(alt)}" src="data:image/png;base64,{encoded}">'
+
+
+def pil_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def png_file(path: Path, alt: str, missing: str) -> str:
@@ -339,6 +354,50 @@ def model_section(run: Run) -> Section:
     return "model", "Model", body
 
 
+def test_images(run: Run, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `count` images of the split `dcnn eval` reads (the dataset's test split), as uint8
+    pixels at the model's input size, and their labels; DcnnError when it is not on this machine."""
+    dataset = run.config.get("dataset") or run.meta["dataset"]
+    split, names, _ = load_test_split(dataset, run.config.get("data_dir"), download=False)
+    if names != class_names_of(run.model, run.meta):
+        raise DcnnError(f"{dataset} now has the classes {names}, not those the model was trained on.")
+    batches = make_batches(first(split, count), preprocess_of(run.meta), count, torch.device("cpu"))
+    return next(iter(batches))
+
+
+def gradcam_section(run: Run, images: int) -> Section:
+    title = "Grad-CAM"
+    try:
+        pixels, labels = test_images(run, images)
+    except DcnnError as err:
+        return "gradcam", title, note(f"no test images to explain: {err}")
+    device = next(run.model.parameters()).device
+    x = preprocess_of(run.meta).normalize(pixels.float().div(255.0)).to(device)
+    with torch.no_grad():
+        probabilities = torch.softmax(run.model(x).float(), dim=1).cpu()
+    confidence, predicted = probabilities.max(dim=1)
+    heat = grad_cam(run.model, x).cpu()  # explains each image's predicted class
+    names = class_names_of(run.model, run.meta)
+    side = pixels.shape[-1]
+    width = side * -(-THUMBNAIL // side) if side < THUMBNAIL else None  # a whole multiple of the image
+    figures = []
+    for image, label, cls, p, cam in zip(pixels, labels.tolist(), predicted.tolist(), confidence.tolist(), heat,
+                                         strict=True):
+        original = Image.fromarray(image.permute(1, 2, 0).squeeze(-1).numpy())
+        overlay = overlay_heatmap(image.float().div(255.0), cam)
+        css = "" if cls == label else ' class="wrong"'
+        figures.append(
+            f'<figure class="cam">{png_image(pil_png(original), f"test image, {names[label]}", width)}'
+            f'{png_image(pil_png(overlay), f"Grad-CAM of {names[cls]}", width)}'
+            f"<figcaption{css}>true: {escape(names[label])} / predicted: {escape(names[cls])} {p:.2f}</figcaption>"
+            "</figure>")
+    body = (f"<p>The first {len(figures)} test images and, over each, the Grad-CAM map of the class the model "
+            "predicts (Selvaraju et al. 2017: the last feature maps weighted by the mean gradient of that class's "
+            "score; red: the regions that raise it most). Red captions: misclassified.</p>"
+            f'<div class="figures">{"".join(figures)}</div>')
+    return "gradcam", title, body
+
+
 def build_report(run_dir: str | Path, images: int = 8, device: str = "auto") -> str:
     """The report page of a run, as HTML text (see the module docstring)."""
     if not 1 <= images <= MAX_IMAGES:
@@ -346,7 +405,7 @@ def build_report(run_dir: str | Path, images: int = 8, device: str = "auto") -> 
     run = open_run(run_dir, device)
     metrics = run.json_file("eval/metrics.json")
     sections = [config_section(run), data_section(run), curves_section(run), evaluation_section(run, metrics),
-                hardest_section(run, images, device), model_section(run)]
+                hardest_section(run, images, device), model_section(run), gradcam_section(run, images)]
     return page(run, sections, accuracy_line(metrics) if metrics else "not evaluated yet")
 
 
