@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from dcnn.analysis.summary import estimate_training_memory, measure_training_step, summarize, to_csv
 from dcnn.models import create_model
-from tests.test_cli import assert_user_error, dcnn
+from tests.test_cli import assert_user_error, dcnn_in_process
 
 
 def out_size(w: int, f: int, p: int, s: int) -> int:
@@ -146,7 +146,7 @@ def test_measured_peak_of_a_training_step():
 
 
 def test_cli_formats_parse_and_add_up():
-    report = json.loads(dcnn("summary", "googlenet", "--format", "json").stdout)
+    report = json.loads(dcnn_in_process("summary", "googlenet", "--format", "json").stdout)
     assert report["totals"]["params"] == 13_378_280 and report["totals_without_aux"]["params"] == 6_998_552
     assert sum(r["params"] for r in report["rows"]) == report["totals"]["params"]
     assert sum(r["params"] for r in report["rows"] if not r["aux"]) == 6_998_552
@@ -158,7 +158,7 @@ def test_cli_formats_parse_and_add_up():
     layers = [row for row in table if not row["layer"].startswith("total")]
     assert sum(int(row["params"]) for row in layers) == int(table[-1]["params"]) == 60_000
 
-    markdown = dcnn("summary", "googlenet", "--format", "md", "--optimizer", "adam").stdout.splitlines()
+    markdown = dcnn_in_process("summary", "googlenet", "--format", "md", "--optimizer", "adam").stdout.splitlines()
     assert markdown[0].startswith("| layer | type | output shape |") and set(markdown[1]) <= set("|-")
     rows = {line.split(" | ")[0].lstrip("| "): line for line in markdown if line.startswith("| ")}
     assert rows["aux_heads.inception_4a.fc"].rstrip(" |").endswith("aux")
@@ -168,8 +168,8 @@ def test_cli_formats_parse_and_add_up():
 
 
 def test_cli_measure_and_errors():
-    done = dcnn("summary", "lenet5", "--batch", "2", "--measure")
+    done = dcnn_in_process("summary", "lenet5", "--batch", "2", "--measure")
     assert done.returncode == 0
     assert "measured peak of one training step on" in done.stdout and "estimate" in done.stdout
-    assert_user_error(dcnn("summary", "googlenet", "--input-size", "3,8,8"), "below googlenet's minimum of")
-    assert_user_error(dcnn("summary", "lenet5", "--format", "xml"), "--format 'xml'", "table, json, csv or md")
+    assert_user_error(dcnn_in_process("summary", "googlenet", "--input-size", "3,8,8"), "below googlenet's minimum of")
+    assert_user_error(dcnn_in_process("summary", "lenet5", "--format", "xml"), "--format 'xml'", "table, json, csv or md")
