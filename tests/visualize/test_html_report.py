@@ -131,6 +131,9 @@ def test_configuration_and_data_match_the_run_files(run, page):
         index = data["class_names"].index(name)
         assert cells == [name, *(str(data["class_counts"][s][index]) for s in ("train", "val", "test"))]
     assert counts[-1] == ("total", ["total", "300", "100", "100"])
+    preprocessing = [cells for _, cells in page.tables["data"][2]][1:]
+    assert preprocessing == [[k, v if isinstance(v, str) else json.dumps(v)] for k, v in data["preprocessing"].items()]
+    assert preprocessing[0] == ["input_size", "[1, 28, 28]"]
     assert "No file was skipped." in page.section_text("data")
 
 
@@ -223,7 +226,7 @@ def test_an_unfinished_run_gets_notes_and_file_values_stay_text(run, tmp_path):
     assert "script" not in report.tags
     counts = [cells for _, cells in report.tables["data"][1]]
     assert counts[0] == ["class", "train", "test"] and counts[1][0] == MARKUP
-    assert report.tables["data"][2][1][1] == [f"/photos/{MARKUP}.jpg", "not an image"]
+    assert report.tables["data"][3][1][1] == [f"/photos/{MARKUP}.jpg", "not an image"]
     assert "no validation split" in report.section_text("data")
     assert "curves.png is missing." in report.section_text("curves")
     assert "eval/ is missing: the run has not finished" in report.section_text("evaluation")

@@ -143,6 +143,11 @@ def bar(fraction: float | None) -> Markup:
     return Markup(f'<div class="bar"><span style="width: {100 * max(0.0, min(1.0, fraction)):.1f}%"></span></div>')
 
 
+def shown_value(value: object) -> str:
+    """A configuration value as YAML would read it back: strings as they are, the rest as JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
@@ -209,7 +214,7 @@ def config_section(run: Run) -> Section:
         given = make_config({**run.config, "progress": False}).given()
     except DcnnError:
         given = set()
-    rows = [(key, value if isinstance(value, str) else json.dumps(value)) for key, value in run.config.items()]
+    rows = [(key, shown_value(value)) for key, value in run.config.items()]
     per_column = -(-len(rows) // CONFIG_COLUMNS)
     columns = [rows[i: i + per_column] for i in range(0, len(rows), per_column)]
     tables = "".join(table(("option", "value"), chunk, row_classes=["given" if k in given else "" for k, _ in chunk])
@@ -230,18 +235,18 @@ def data_section(run: Run) -> Section:
     rows.append(["total", *(sum(counts[s]) for s in splits)])
     counts_table = table(("class", *splits), rows, (False, *([True] * len(splits))),
                          row_classes=[""] * len(names) + ["total"])
-    parts = [
-        table(("dataset", "loading", "classes", "skipped files"),
-              [(data.get("dataset", "?"), data.get("loading", "?"), len(names), data.get("skipped_files", 0))]),
-        f'<h3>Images per class</h3><div class="scroll">{counts_table}</div>',
-    ]
+    summary = table(("dataset", "loading", "classes", "skipped files"),
+                    [(data.get("dataset", "?"), data.get("loading", "?"), len(names), data.get("skipped_files", 0))])
+    parts = [summary, '<div class="figures">',
+             f'<div><h3>Images per class</h3><div class="scroll">{counts_table}</div></div>']
+    if data.get("preprocessing"):
+        shown = [(k, shown_value(v)) for k, v in data["preprocessing"].items()]
+        parts.append(f'<div><h3>Preprocessing</h3>{table(("field", "value"), shown)}</div>')
+    parts.append("</div>")
     if "val" not in counts:
         parts.append(note("no validation split (val_size 0): the curves show training figures only and the run "
                           "has no best.safetensors."))
     parts.append(skipped_files(run.path / "skipped.csv", int(data.get("skipped_files", 0))))
-    if data.get("preprocessing"):
-        shown = [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in data["preprocessing"].items()]
-        parts.extend(["<h3>Preprocessing</h3>", table(("field", "value"), shown)])
     return "data", "Data", "".join(parts)
 
 
