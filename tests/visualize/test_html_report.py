@@ -28,7 +28,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 IMAGES = 3
-SECTIONS = ["config", "data", "curves", "evaluation", "hardest", "model", "gradcam"]
+SECTIONS = ["evaluation", "curves", "hardest", "gradcam", "model", "data", "config"]
 MARKUP = '<script>alert("x")</script>&amp;'  # a class name and a path that must come out as text
 
 
@@ -109,7 +109,7 @@ def page(run) -> Page:
 
 
 def test_the_page_holds_every_section_and_nothing_from_outside(page):
-    assert [s for s in SECTIONS if s in page.text] == SECTIONS
+    assert [s for s in page.text if s] == SECTIONS
     assert "script" not in page.tags and "link" not in page.tags and "iframe" not in page.tags
     for images in page.images.values():
         for image in images:
@@ -189,12 +189,13 @@ def test_gradcam_explains_the_first_test_images_predictions(run, page):
     x = (pixels.float() / 255 - 0.1307) / 0.3081
     with torch.no_grad():
         confidence, predicted = torch.softmax(model(x), dim=1).max(dim=1)
-    assert page.captions["gradcam"] == [f"true: {t} / predicted: {c} {p:.2f}" for t, c, p in
-                                        zip(labels[:IMAGES].tolist(), predicted.tolist(), confidence.tolist(),
+    heat = grad_cam(model, x)
+    empty = ["" if h.max() > 0 else "; Grad-CAM zero everywhere: no positive evidence at this layer" for h in heat]
+    assert page.captions["gradcam"] == [f"true: {t} / predicted: {c} {p:.2f}{e}" for t, c, p, e in
+                                        zip(labels[:IMAGES].tolist(), predicted.tolist(), confidence.tolist(), empty,
                                             strict=True)]
     shown = page.images["gradcam"]
     assert len(shown) == 2 * IMAGES and all(image["width"] == "112" for image in shown)  # 28 px x 4
-    heat = grad_cam(model, x)
     for i in range(IMAGES):
         original, overlay = (Image.open(io.BytesIO(png_bytes(image))) for image in shown[2 * i: 2 * i + 2])
         assert np.array_equal(np.asarray(original), pixels[i, 0].numpy())  # the image, pixel for pixel

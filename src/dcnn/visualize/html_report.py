@@ -391,10 +391,12 @@ def gradcam_section(run: Run, images: int) -> Section:
         original = Image.fromarray(image.permute(1, 2, 0).squeeze(-1).numpy())
         overlay = overlay_heatmap(image.float().div(255.0), cam)
         css = "" if cls == label else ' class="wrong"'
+        empty = "" if float(cam.max()) > 0 else "; Grad-CAM zero everywhere: no positive evidence at this layer"
         figures.append(
             f'<figure class="cam">{png_image(pil_png(original), f"test image, {names[label]}", width)}'
             f'{png_image(pil_png(overlay), f"Grad-CAM of {names[cls]}", width)}'
-            f"<figcaption{css}>true: {escape(names[label])} / predicted: {escape(names[cls])} {p:.2f}</figcaption>"
+            f"<figcaption{css}>true: {escape(names[label])} / predicted: {escape(names[cls])} {p:.2f}{empty}"
+            "</figcaption>"
             "</figure>")
     body = (f"<p>The first {len(figures)} test images and, over each, the Grad-CAM map of the class the model "
             "predicts (Selvaraju et al. 2017: the last feature maps weighted by the mean gradient of that class's "
@@ -409,8 +411,9 @@ def build_report(run_dir: str | Path, images: int = 8, device: str = "auto") -> 
         raise DcnnError(f"--images {images}: give 1 to {MAX_IMAGES} images per split.")
     run = open_run(run_dir, device)
     metrics = run.json_file("eval/metrics.json")
-    sections = [config_section(run), data_section(run), curves_section(run), evaluation_section(run, metrics),
-                hardest_section(run, images, device), model_section(run), gradcam_section(run, images)]
+    # Results first, then what explains them, then the details they came from.
+    sections = [evaluation_section(run, metrics), curves_section(run), hardest_section(run, images, device),
+                gradcam_section(run, images), model_section(run), data_section(run), config_section(run)]
     return page(run, sections, accuracy_line(metrics) if metrics else "not evaluated yet")
 
 
