@@ -202,7 +202,7 @@ def magnitude(values: torch.Tensor) -> torch.Tensor:
     return heat / peak if peak > 0 else heat
 
 
-def _gradcam(ctx: _Context, out: Path, layer: str | None, target: int | None, **_: Any) -> Path:
+def _gradcam(ctx: _Context, layer: str | None, target: int | None, **_: Any) -> Figure:
     found = attribution.map_layer(ctx.model, ctx.inputs, layer)
     figure, grid = _figure(2)
     cls = _input_panel(figure, grid[0][0], ctx, target)
@@ -210,34 +210,34 @@ def _gradcam(ctx: _Context, out: Path, layer: str | None, target: int | None, **
     note = "" if float(heat.max()) > 0 else "; zero everywhere: no positive evidence here"
     _heat_panel(figure, grid[0][1], ctx, heat, f"Grad-CAM of {ctx.names[cls]}\nlayer {found.name} "
                 f"({found.shape[2]}x{found.shape[3]}){note}", "relative importance")
-    return _save(figure, out)
+    return figure
 
 
-def _gradient_figure(ctx: _Context, out: Path, cls: int | None, name: str,
-                     compute: Callable[[torch.nn.Module, torch.Tensor, int], torch.Tensor]) -> Path:
-    figure, grid = _figure(3)
-    cls = _input_panel(figure, grid[0][0], ctx, cls)
-    values = compute(ctx.model, ctx.inputs, cls)[0]
-    _show(grid[0][1], signed_image(values), f"{name} of {ctx.names[cls]}\n(grey = 0)")
-    _heat_panel(figure, grid[0][2], ctx, magnitude(values), f"|{name}|, max over channels",
-                "magnitude / maximum")
-    return _save(figure, out)
+def _signed_panels(figure: Figure, grid: Any, ctx: _Context, values: torch.Tensor, title: str, name: str) -> None:
+    """Panels 2 and 3 of a signed map in pixel space (C, H, W): the map as an image, and its
+    magnitude as a heat map over the image."""
+    _show(grid[0][1], signed_image(values), title)
+    _heat_panel(figure, grid[0][2], ctx, magnitude(values), f"|{name}|, max over channels", "magnitude / maximum")
 
 
-def _saliency(ctx: _Context, out: Path, target: int | None, **_: Any) -> Path:
+def _saliency(ctx: _Context, target: int | None, **_: Any) -> Figure:
     figure, grid = _figure(2)
     cls = _input_panel(figure, grid[0][0], ctx, target)
     heat = magnitude(attribution.saliency(ctx.model, ctx.inputs, cls)[0])
     _show(grid[0][1], heat[None], f"saliency of {ctx.names[cls]}: |d score / d pixel|", cmap="hot")
     _colorbar(figure, grid[0][1], "hot", 0.0, 1.0, "max over channels / maximum")
-    return _save(figure, out)
+    return figure
 
 
-def _guided(ctx: _Context, out: Path, target: int | None, **_: Any) -> Path:
-    return _gradient_figure(ctx, out, target, "guided backprop", attribution.guided_backprop)
+def _guided(ctx: _Context, target: int | None, **_: Any) -> Figure:
+    figure, grid = _figure(3)
+    cls = _input_panel(figure, grid[0][0], ctx, target)
+    values = attribution.guided_backprop(ctx.model, ctx.inputs, cls)[0]
+    _signed_panels(figure, grid, ctx, values, f"guided backprop of {ctx.names[cls]}\n(grey = 0)", "guided backprop")
+    return figure
 
 
-def _deconvnet(ctx: _Context, out: Path, layer: str | None, channel: int | None, **_: Any) -> Path:
+def _deconvnet(ctx: _Context, layer: str | None, channel: int | None, **_: Any) -> Figure:
     projection = deconvnet.deconvnet(ctx.model, ctx.inputs, layer, channel)
     field = features.receptive_field(ctx.model, ctx.inputs, projection.layer)
     figure, grid = _figure(3)
@@ -246,16 +246,14 @@ def _deconvnet(ctx: _Context, out: Path, layer: str | None, channel: int | None,
     top, left = field.window(row, column)
     grid[0][0].add_patch(Rectangle((left - 0.5, top - 0.5), width, height, fill=False, edgecolor="lime",
                                    linewidth=1.5))
-    values = projection.pixels[0]
-    _show(grid[0][1], signed_image(values),
-          f"deconvnet: {projection.layer}, channel {int(projection.channel[0])}\nactivation "
-          f"{float(projection.activation[0]):.3g} at ({row}, {column}); field {height}x{width} (green)")
-    _heat_panel(figure, grid[0][2], ctx, magnitude(values), "|projection|, max over channels",
-                "magnitude / maximum")
-    return _save(figure, out)
+    _signed_panels(figure, grid, ctx, projection.pixels[0],
+                   f"deconvnet: {projection.layer}, channel {int(projection.channel[0])}\nactivation "
+                   f"{float(projection.activation[0]):.3g} at ({row}, {column}); field {height}x{width} (green)",
+                   "projection")
+    return figure
 
 
-def _occlusion(ctx: _Context, out: Path, target: int | None, **_: Any) -> Path:
+def _occlusion(ctx: _Context, target: int | None, **_: Any) -> Figure:
     figure, grid = _figure(2)
     cls = _input_panel(figure, grid[0][0], ctx, target)
     drop = attribution.occlusion(ctx.model, ctx.inputs, cls)[0]
@@ -263,7 +261,7 @@ def _occlusion(ctx: _Context, out: Path, target: int | None, **_: Any) -> Path:
     _show(grid[0][1], drop[None], f"occlusion: drop in p({ctx.names[cls]})\nwhen a grey square covers the pixel",
           cmap="RdBu_r", vmin=-bound, vmax=bound)
     _colorbar(figure, grid[0][1], "RdBu_r", -bound, bound, "probability drop")
-    return _save(figure, out)
+    return figure
 
 
 def _row_ticks(axes: Any, count: int, columns: int, tile: int, pad: int, what: str) -> None:
@@ -274,7 +272,7 @@ def _row_ticks(axes: Any, count: int, columns: int, tile: int, pad: int, what: s
     axes.set_xticks([])
 
 
-def _filters(ctx: _Context, out: Path, layer: str | None, **_: Any) -> Path:
+def _filters(ctx: _Context, layer: str | None, **_: Any) -> Figure:
     name, weight = features.filter_weights(ctx.model, ctx.probe(), layer)
     weight = weight.float().cpu()
     columns = features.grid_columns(len(weight))
@@ -293,10 +291,10 @@ def _filters(ctx: _Context, out: Path, layer: str | None, **_: Any) -> Path:
     else:
         _show(axes, grid_image, title)
     _row_ticks(axes, len(weight), columns, weight.shape[-2], 1, "filter")
-    return _save(figure, out)
+    return figure
 
 
-def _features(ctx: _Context, out: Path, layer: str | None, channel: int | None, **_: Any) -> Path:
+def _features(ctx: _Context, layer: str | None, channel: int | None, **_: Any) -> Figure:
     name, maps = features.feature_maps(ctx.model, ctx.inputs, layer)
     maps = maps[0].float().cpu()
     if channel is not None and not 0 <= channel < len(maps):
@@ -315,11 +313,11 @@ def _features(ctx: _Context, out: Path, layer: str | None, channel: int | None, 
     _colorbar(figure, axes, "viridis", low, high, "activation")
     if channel is None:
         _row_ticks(axes, len(shown), columns, maps.shape[1], 1, "ch")
-    return _save(figure, out)
+    return figure
 
 
-def _top9(ctx: _Context, out: Path, layer: str | None, channel: int | None, max_images: int | None,
-          **_: Any) -> Path:
+def _top9(ctx: _Context, layer: str | None, channel: int | None, max_images: int | None,
+          **_: Any) -> Figure:
     top = features.top_patches(ctx.model, _training_images(ctx.model_file, ctx.device), ctx.prep, layer,
                                None if channel is None else [channel],
                                max_images=DEFAULT_MAX_IMAGES if max_images is None else max_images)
@@ -337,7 +335,7 @@ def _top9(ctx: _Context, out: Path, layer: str | None, channel: int | None, max_
               f"{float(top.values[index, -1]):.3g}")
     figure.suptitle(f"top {top.values.shape[1]} training patches per channel, {top.layer} "
                     f"(field {top.field.size[0]}x{top.field.size[1]}), of {top.images_read} images", fontsize=9)
-    return _save(figure, out)
+    return figure
 
 
 def _training_images(model_file: Path, device: torch.device) -> Any:
@@ -355,17 +353,16 @@ def _training_images(model_file: Path, device: torch.device) -> Any:
     return (images for images, _ in in_sequence(data.train, TRAINING_BATCH))
 
 
-_DRAW: dict[str, Callable[..., Path]] = {
+_DRAW: dict[str, Callable[..., Figure]] = {
     "gradcam": _gradcam, "saliency": _saliency, "guided_backprop": _guided, "deconvnet": _deconvnet,
     "occlusion": _occlusion, "filters": _filters, "features": _features, "top9": _top9,
 }
 
 
-def visualize_file(
+def visualize_figure(
     source: str | Path,
     image: str | Path | None,
     method: str,
-    out: str | Path,
     *,
     layer: str | None = None,
     channel: int | None = None,
@@ -373,9 +370,9 @@ def visualize_file(
     max_images: int | None = None,
     invert: bool = False,
     device: str = "auto",
-) -> Path:
-    """Draw `method`'s figure (one of :data:`METHODS`) for a model file or run directory `source` and
-    an image file (None for "filters" and "top9") into the PNG `out`; returns its path.
+) -> Figure:
+    """`method`'s figure (one of :data:`METHODS`) for a model file or run directory `source` and an
+    image file (None for "filters" and "top9").
 
     `layer` names a module (``model.named_modules()``), `channel` a feature map of it, `target` a
     class by name or index (default: the predicted class), `max_images` how many training images
@@ -393,5 +390,11 @@ def visualize_file(
     if spec.needs_image:
         ctx.pixels = ctx.prep.pixels(open_image(image)).to(dev)
         ctx.inputs = ctx.prep.normalize(ctx.pixels[None])
-    return _DRAW[method](ctx, Path(out), layer=layer, channel=channel, target=ctx.class_index(target),
-                         max_images=max_images)
+    return _DRAW[method](ctx, layer=layer, channel=channel, target=ctx.class_index(target), max_images=max_images)
+
+
+def visualize_file(source: str | Path, image: str | Path | None, method: str, out: str | Path,
+                   **options: Any) -> Path:
+    """Draw :func:`visualize_figure` (same arguments and options) into the PNG `out`, written all or
+    nothing; returns its path."""
+    return _save(visualize_figure(source, image, method, **options), Path(out))
