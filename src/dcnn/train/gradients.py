@@ -140,17 +140,24 @@ def _layer_ticks(axes: Axes, layers: list[str]) -> None:
     axes.set_yticks(positions, [layers[i] or "(model)" for i in positions], fontsize=7)
 
 
-def draw_heatmap(axes: Axes, history: GradientHistory, colorbar: bool = True) -> None:
-    """Layers (first at the top) by training step, coloured by the log of the gradient norm."""
-    values = _positive(history.norms.T)
+def norm_limits(histories: list[GradientHistory]) -> tuple[float, float] | None:
+    """The smallest and largest positive finite norm of the histories (a shared colour scale)."""
+    values = torch.cat([_positive(h.norms).flatten() for h in histories]) if histories else torch.empty(0)
     finite = values[torch.isfinite(values)]
-    if finite.numel() == 0:
+    return (float(finite.min()), float(finite.max())) if finite.numel() else None
+
+
+def draw_heatmap(axes: Axes, history: GradientHistory, colorbar: bool = True,
+                 limits: tuple[float, float] | None = None) -> None:
+    """Layers (first at the top) by training step, coloured by the log of the gradient norm (on the
+    scale `limits`, default the history's own range)."""
+    limits = limits or norm_limits([history])
+    if limits is None:
         axes.text(0.5, 0.5, "no finite gradient recorded", ha="center", transform=axes.transAxes)
         return
-    steps = history.steps
-    image = axes.imshow(values.numpy(), aspect="auto", interpolation="nearest", cmap="viridis",
-                        norm=LogNorm(vmin=float(finite.min()), vmax=float(finite.max())),
-                        extent=(steps[0] - 0.5, steps[-1] + 0.5, len(history.layers) - 0.5, -0.5))
+    steps, depth = history.steps, len(history.layers)
+    image = axes.imshow(_positive(history.norms.T).numpy(), aspect="auto", interpolation="nearest", cmap="viridis",
+                        norm=LogNorm(*limits), extent=(steps[0] - 0.5, steps[-1] + 0.5, depth - 0.5, -0.5))
     axes.set_xlabel("training step")
     _layer_ticks(axes, history.layers)
     if colorbar:
