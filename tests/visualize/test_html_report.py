@@ -21,6 +21,7 @@ from dcnn.data.mnist import load_mnist_sample
 from dcnn.train import make_config, train
 from dcnn.train.checkpoint import load_model_file
 from dcnn.visualize.attribution import grad_cam, overlay_heatmap
+from dcnn.visualize.figures import visualize_figure
 from tests.test_cli import assert_user_error, dcnn_in_process
 from tests.train.helpers import TINY
 
@@ -28,7 +29,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 IMAGES = 3
-SECTIONS = ["evaluation", "curves", "hardest", "gradcam", "model", "data", "config"]
+SECTIONS = ["evaluation", "curves", "hardest", "filters", "gradcam", "model", "data", "config"]
 MARKUP = '<script>alert("x")</script>&amp;'  # a class name and a path that must come out as text
 
 
@@ -182,6 +183,14 @@ def test_model_summary_totals_the_models_parameters(run, page):
     assert f"total parameters: {total:,}" in page.section_text("model")
 
 
+def test_first_layer_filters_are_the_visualize_figure(run, page):
+    (filters,) = page.images["filters"]
+    buffer = io.BytesIO()
+    visualize_figure(run, None, "filters", device="cpu").savefig(buffer, format="png")
+    assert png_bytes(filters) == buffer.getvalue()  # drawn as `dcnn visualize` draws it
+    assert "Zeiler & Fergus 2014" in page.section_text("filters")
+
+
 def test_gradcam_explains_the_first_test_images_predictions(run, page):
     model, _ = load_model_file(run / "model.safetensors")
     images, labels = load_mnist_sample("test")
@@ -265,10 +274,11 @@ def test_the_page_renders_offline_in_chromium(run, page):
         finally:
             browser.close()
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
-    for heading in ("Configuration", "Data", "Training curves", "Evaluation", "Hardest examples", "Model", "Grad-CAM"):
+    for heading in ("Evaluation", "Training curves", "Hardest examples", "First-layer filters", "Grad-CAM", "Model",
+                    "Data", "Configuration"):
         assert heading in visible
     assert f"test accuracy {100 * metrics['top1_accuracy']:.2f}%" in visible
-    assert len(images) == sum(len(v) for v in page.images.values()) == 4 + 2 * IMAGES
+    assert len(images) == sum(len(v) for v in page.images.values()) == 5 + 2 * IMAGES
     assert all(complete and width > 0 for _, complete, width in images), images
     assert (run / "report.html").as_uri() in requests  # the listener saw the page itself
     assert [url for url in requests if not url.startswith(("file:", "data:"))] == []

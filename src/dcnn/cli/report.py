@@ -20,8 +20,8 @@ def report_command(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
 ) -> None:
     """One HTML page about a run that opens offline: configuration, data, training curves, test
-    accuracy per class and confusion matrix, the hardest examples, the model's layers, Grad-CAM on
-    test images."""
+    accuracy per class and confusion matrix, the hardest examples, first-layer filters, Grad-CAM on
+    test images, the model's layers."""
     from dcnn.visualize.html_report import write_html_report
 
     path = write_html_report(run, out_path, images, device)

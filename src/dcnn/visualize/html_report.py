@@ -3,8 +3,10 @@
 The page gathers what a run directory holds (config.yaml, data.json and skipped.csv, metrics.csv and
 curves.png, eval/), the hardest training and test examples (:func:`dcnn.evaluate.inspect.inspect_run`,
 which also writes RUN/inspect/), the per-layer model summary (:mod:`dcnn.analysis.summary`) and
-pictures of what the network looks at. It opens offline and alone: every image is embedded as a
-``data:`` URI, the style sheet is inline, there are no scripts, fonts or links outside the page.
+pictures of what the network looks at (first-layer filters and Grad-CAM on test images, from
+:mod:`dcnn.visualize.figures` and :mod:`dcnn.visualize.attribution`). It opens offline and alone:
+every image is embedded as a ``data:`` URI, the style sheet is inline, there are no scripts, fonts
+or links outside the page.
 Every value read from a file (class names, paths, configuration values) is HTML-escaped.
 
 A part the run lacks (no validation split, no eval/ because the run has not finished, a dataset that
@@ -25,6 +27,7 @@ from typing import Any
 
 import torch
 import yaml
+from matplotlib.figure import Figure
 from PIL import Image
 
 from dcnn.analysis import summary as layer_summary
@@ -40,6 +43,7 @@ from dcnn.train.config import make_config
 from dcnn.train.optim import OPTIMIZERS
 from dcnn.train.trainer import read_metrics, resolve_device
 from dcnn.visualize.attribution import grad_cam, overlay_heatmap
+from dcnn.visualize.figures import visualize_figure
 
 REPORT_FILE = "report.html"
 MAX_IMAGES = 64  # --images: hardest examples per split and test images with their saliency
@@ -102,6 +106,12 @@ def png_image(data: bytes, alt: str, width: int | None = None) -> str:
 def pil_png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def figure_png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
     return buffer.getvalue()
 
 
@@ -370,6 +380,19 @@ def test_images(run: Run, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     return next(iter(batches))
 
 
+def filters_section(run: Run, device: str) -> Section:
+    title = "First-layer filters"
+    try:
+        figure = visualize_figure(run.model_path, None, "filters", device=device)
+    except DcnnError as err:
+        return "filters", title, note(f"no filters to draw: {err}")
+    body = ("<p>The weights of the first convolution, each filter drawn as an image (Zeiler &amp; Fergus 2014, "
+            "Sec. 4-5, Fig. 5-6). Smooth, structured filters are typical of a well-trained network; noisy ones "
+            "suggest too little training or regularization, blank ones are dead.</p>"
+            + png_image(figure_png(figure), "first-layer filters"))
+    return "filters", title, body
+
+
 def gradcam_section(run: Run, images: int) -> Section:
     title = "Grad-CAM"
     try:
@@ -413,7 +436,8 @@ def build_report(run_dir: str | Path, images: int = 8, device: str = "auto") -> 
     metrics = run.json_file("eval/metrics.json")
     # Results first, then what explains them, then the details they came from.
     sections = [evaluation_section(run, metrics), curves_section(run), hardest_section(run, images, device),
-                gradcam_section(run, images), model_section(run), data_section(run), config_section(run)]
+                filters_section(run, device), gradcam_section(run, images), model_section(run), data_section(run),
+                config_section(run)]
     return page(run, sections, accuracy_line(metrics) if metrics else "not evaluated yet")
 
 
