@@ -16,18 +16,19 @@ from tests.visualize.tiny import Net, seeded
 
 W1 = np.array([[[[1, 0, -1], [2, 0, -2], [1, 0, -1]]], [[[0, 1, 0], [1, -4, 1], [0, 1, 0]]]], dtype=np.float64)
 B1 = np.array([0.5, -0.25])
-BN_MEAN, BN_VAR, BN_GAMMA, BN_BETA = np.array([0.1, -0.2]), np.array([4.0, 0.25]), np.array([2.0, -0.5]), \
+BN_MEAN, BN_VAR, BN_GAMMA, BN_BETA = np.array([0.1, -0.2]), np.array([4.0, 0.25]), np.array([3.0, -0.5]), \
     np.array([0.3, 0.1])
-W2 = np.array([[1.0, -2.0], [-1.5, 0.5]])  # 1x1 conv: out channel o = sum_i W2[o, i] * in channel i
+W2 = np.round(np.random.default_rng(5).normal(size=(2, 2, 3, 3)), 1)  # 3x3 conv 2→2, padding 1
 
 
 def tiny_net() -> Net:
-    """conv 3x3 (1→2) → BN → ReLU → conv 1x1 (2→2) → ReLU → max pool 2: an 8x8 input gives 3x3 maps."""
+    """conv 3x3 (1→2) → BN → ReLU → conv 3x3 (2→2, padded) → ReLU → max pool 2: an 8x8 input gives
+    3x3 maps."""
     features = nn.Sequential()
     features.add_module("conv1", nn.Conv2d(1, 2, 3))
     features.add_module("bn", nn.BatchNorm2d(2, eps=0.0))
     features.add_module("relu1", nn.ReLU())
-    features.add_module("conv2", nn.Conv2d(2, 2, 1, bias=False))
+    features.add_module("conv2", nn.Conv2d(2, 2, 3, padding=1, bias=False))
     features.add_module("relu2", nn.ReLU())
     features.add_module("pool", nn.MaxPool2d(2))
     net = Net(features, 2).double()
@@ -37,7 +38,7 @@ def tiny_net() -> Net:
         for name, value in (("running_mean", BN_MEAN), ("running_var", BN_VAR), ("weight", BN_GAMMA),
                             ("bias", BN_BETA)):
             getattr(net.features.bn, name).copy_(torch.from_numpy(value))
-        net.features.conv2.weight.copy_(torch.from_numpy(W2)[:, :, None, None])
+        net.features.conv2.weight.copy_(torch.from_numpy(W2))
     return net.eval()
 
 
@@ -50,7 +51,14 @@ def by_hand(x: np.ndarray, channel: int | None, keep: str) -> tuple[np.ndarray, 
                 conv1[c, i, j] = B1[c] + sum(W1[c, 0, a, b] * x[i + a, j + b] for a in range(3) for b in range(3))
     scale = BN_GAMMA / np.sqrt(BN_VAR)
     relu1 = np.maximum((conv1 - BN_MEAN[:, None, None]) * scale[:, None, None] + BN_BETA[:, None, None], 0)
-    relu2 = np.maximum(np.einsum("oi,ihw->ohw", W2, relu1), 0)
+    padded = np.pad(relu1, ((0, 0), (1, 1), (1, 1)))
+    conv2 = np.zeros((2, 6, 6))
+    for o in range(2):
+        for i in range(6):
+            for j in range(6):
+                conv2[o, i, j] = sum(W2[o, c, a, b] * padded[c, i + a, j + b]
+                                     for c in range(2) for a in range(3) for b in range(3))
+    relu2 = np.maximum(conv2, 0)
     pooled, switches = np.zeros((2, 3, 3)), {}
     for c in range(2):
         for i in range(3):
@@ -69,7 +77,13 @@ def by_hand(x: np.ndarray, channel: int | None, keep: str) -> tuple[np.ndarray, 
     unpooled = np.zeros((2, 6, 6))
     for (c, i, j), (a, b) in switches.items():
         unpooled[c, a, b] += signal[c, i, j]
-    back2 = np.einsum("oi,ohw->ihw", W2, np.maximum(unpooled, 0))  # ReLU, then conv2's transpose
+    rectified, back2 = np.maximum(unpooled, 0), np.zeros((2, 8, 8))  # ReLU, then conv2's transpose (padded)
+    for o in range(2):
+        for i in range(6):
+            for j in range(6):
+                for c in range(2):
+                    back2[c, i:i + 3, j:j + 3] += W2[o, c] * rectified[o, i, j]
+    back2 = back2[:, 1:-1, 1:-1]
     back1 = np.maximum(back2, 0) * scale[:, None, None]  # ReLU, then BN's transpose (its scale)
     pixels = np.zeros((8, 8))
     for c in range(2):
@@ -90,8 +104,7 @@ def test_projection_equals_the_hand_computed_one(channel, keep):
     assert projection.layer == "features.pool"
     assert int(projection.channel[0]) == expected_channel and tuple(projection.position[0].tolist()) == position
     np.testing.assert_allclose(projection.pixels[0, 0].numpy(), expected, rtol=1e-12, atol=1e-12)
-    # The ReLUs rectify the signal: without the rectification the answer would differ.
-    assert np.abs(expected).max() > 0
+    assert np.abs(expected).max() > 0  # not a zero projection, which any rule would match
 
 
 def test_unpooling_adds_values_sent_to_the_same_place():

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -64,6 +64,17 @@ def attribution_mode(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
+@contextmanager
+def forward_hooks(hooks: Iterable[tuple[nn.Module, Callable[..., object]]]) -> Iterator[None]:
+    """Forward hooks registered on their modules (in this order) for the duration of the block."""
+    handles = [module.register_forward_hook(hook) for module, hook in hooks]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def _first_tensor(output: object) -> torch.Tensor | None:
     if isinstance(output, torch.Tensor):
         return output
@@ -87,13 +98,8 @@ def feature_layers(model: nn.Module, inputs: torch.Tensor) -> list[LayerOutput]:
                 records.append((name, module, tensor))
         return record
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
-    try:
-        with torch.no_grad():
-            model.forward_features(inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with forward_hooks((m, hook(n)) for n, m in model.named_modules() if n), torch.no_grad():
+        model.forward_features(inputs)
     # The innermost module that computed a tensor is the first to finish with it.
     first = {}
     for name, _, tensor in records:

@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dcnn.errors import DcnnError
-from dcnn.visualize.attribution import attribution_mode, map_layer
+from dcnn.visualize.attribution import attribution_mode, forward_hooks, map_layer
 
 Rule = Callable[[torch.Tensor], torch.Tensor]
 
@@ -174,14 +174,9 @@ def deconvnet(
         def capture(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
             captured.append((output, relus))
 
-        handles = [m.register_forward_hook(reverse) for m in model.modules()]
-        handles.append(target.module.register_forward_hook(capture))  # after `reverse`: sees its output
-        try:
-            with torch.enable_grad():
-                model.forward_features(x)
-        finally:
-            for handle in handles:
-                handle.remove()
+        hooks = [(m, reverse) for m in model.modules()] + [(target.module, capture)]  # capture sees reverse's output
+        with forward_hooks(hooks), torch.enable_grad():
+            model.forward_features(x)
         maps, relus_below = captured[-1]
         if not relus_below:
             raise DcnnError(f"the model has no nn.ReLU below layer {target.name!r}: the deconvnet rectifies at "

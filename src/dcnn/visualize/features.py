@@ -7,6 +7,7 @@ mosaic (:func:`mosaic`): tiles of equal size separated by `pad` pixels of `fill`
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Iterable
@@ -17,7 +18,14 @@ import torch.nn as nn
 
 from dcnn.data.preprocess import Preprocess
 from dcnn.errors import DcnnError
-from dcnn.visualize.attribution import LayerOutput, feature_layers, map_layer, resolve_layer
+from dcnn.visualize.attribution import (
+    LayerOutput,
+    attribution_mode,
+    feature_layers,
+    forward_hooks,
+    map_layer,
+    resolve_layer,
+)
 
 # The number of patches per channel, and the channels shown when none is chosen (Fig. 2 shows 9
 # patches for each of a few channels per layer).
@@ -90,14 +98,8 @@ def _layer_output(model: nn.Module, inputs: torch.Tensor, module: nn.Module) -> 
         captured.append(output)
         raise _Stop
 
-    handle = module.register_forward_hook(capture)
-    try:
-        with torch.no_grad():
-            model.eval().forward_features(inputs)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
+    with contextlib.suppress(_Stop), attribution_mode(model), forward_hooks([(module, capture)]), torch.no_grad():
+        model.forward_features(inputs)
     return captured[0]
 
 
