@@ -76,7 +76,9 @@ tr.total td { font-weight: 600; border-top: 2px solid #c9cfdb; }
 .bar span { display: block; height: 100%; background: #2563eb; border-radius: 2px; }
 img { max-width: 100%; height: auto; border: 1px solid #e8eaee; }
 img.pixels { image-rendering: pixelated; }
-figure.cam img { margin-right: 2px; }
+figure.cam { width: min-content; }  /* captions wrap at the width of the two pictures */
+.pair { display: flex; gap: 2px; }
+.pair img { max-width: none; }
 .wrong { color: #c81e1e; }
 .note { background: #fff7e0; border-left: 4px solid #f0b429; padding: 6px 10px; margin: 8px 0; }
 .headline { font-size: 17px; }
@@ -342,9 +344,10 @@ def hardest_section(run: Run, images: int, device: str) -> Section:
         parts.append(f"<h3>{escape(split)}</h3>")
         parts.append(png_file(folder / f"hardest_{split}.png", f"hardest {split} images",
                               f"hardest_{split}.png is missing."))
-    parts.append(table(("split", "#", "image", "true", "predicted", "p", "loss"),
-                       [(r.split, r.index, r.source, r.true, r.predicted, f"{r.probability:.2f}", f"{r.loss:.3f}")
-                        for r in rows], (False, True, False, False, False, True, True)))
+    parts.append('<div class="scroll">' + table(
+        ("split", "#", "image", "true", "predicted", "p", "loss"),
+        [(r.split, r.index, r.source, r.true, r.predicted, f"{r.probability:.2f}", f"{r.loss:.3f}") for r in rows],
+        (False, True, False, False, False, True, True)) + "</div>")
     return "hardest", title, "".join(parts)
 
 
@@ -416,8 +419,9 @@ def gradcam_section(run: Run, images: int) -> Section:
         css = "" if cls == label else ' class="wrong"'
         empty = "" if float(cam.max()) > 0 else "; Grad-CAM zero everywhere: no positive evidence at this layer"
         figures.append(
-            f'<figure class="cam">{png_image(pil_png(original), f"test image, {names[label]}", width)}'
-            f'{png_image(pil_png(overlay), f"Grad-CAM of {names[cls]}", width)}'
+            '<figure class="cam"><div class="pair">'
+            f'{png_image(pil_png(original), f"test image, {names[label]}", width)}'
+            f'{png_image(pil_png(overlay), f"Grad-CAM of {names[cls]}", width)}</div>'
             f"<figcaption{css}>true: {escape(names[label])} / predicted: {escape(names[cls])} {p:.2f}{empty}"
             "</figcaption>"
             "</figure>")
