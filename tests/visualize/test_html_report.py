@@ -239,13 +239,21 @@ def test_an_unfinished_run_gets_notes_and_file_values_stay_text(run, tmp_path):
     assert report.tables["data"][3][1][1] == [f"/photos/{MARKUP}.jpg", "not an image"]
     assert "no validation split" in report.section_text("data")
     assert "curves.png is missing." in report.section_text("curves")
-    assert "eval/ is missing: the run has not finished" in report.section_text("evaluation")
+    assert "eval/metrics.json is missing: the run has not finished" in report.section_text("evaluation")
     assert "need the finished model" in report.section_text("hardest")
     assert f"no test images to explain: dataset '{tmp_path / MARKUP}'" in report.section_text("gradcam")
     assert any(cells == ["dataset", str(tmp_path / MARKUP)] for table in report.tables["config"] for _, cells in table)
     newest = sorted((copy / "checkpoints").iterdir())[-1].name
     assert f"(from checkpoints/{newest}/model.safetensors)" in report.section_text("model")
     assert f"not finished: the model is checkpoints/{newest}/model.safetensors" in report.section_text("")
+
+    (copy / "data.json").write_text("{")  # damaged files: their sections say so
+    (copy / "eval").mkdir()
+    (copy / "eval" / "metrics.json").write_bytes(b"\xff")
+    assert dcnn_in_process("report", str(copy), "--out", str(out), "--images", "1", "--device", "cpu").returncode == 0
+    damaged = Page(out.read_text())
+    assert "data.json cannot be read (Expecting property name" in damaged.section_text("data")
+    assert "eval/metrics.json cannot be read ('utf-8' codec" in damaged.section_text("evaluation")
 
 
 def test_bad_runs_and_options_get_one_line(run, tmp_path):

@@ -46,7 +46,7 @@ from dcnn.visualize.attribution import grad_cam, overlay_heatmap
 from dcnn.visualize.figures import visualize_figure
 
 REPORT_FILE = "report.html"
-MAX_IMAGES = 64  # --images: hardest examples per split and test images with their saliency
+MAX_IMAGES = 64  # --images: hardest examples per split, and test images with their Grad-CAM
 THUMBNAIL = 96  # pixels: smaller test images are magnified to at least this width on the page
 MAX_SKIPPED_ROWS = 100  # skipped files listed by name; the rest are counted
 CONFIG_COLUMNS = 3  # the configuration's options side by side in this many tables
@@ -174,21 +174,29 @@ class Run:
     model: torch.nn.Module
     meta: dict[str, Any]
     config: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
+    unreadable: dict[str, str] = field(default_factory=dict)  # file name: why it cannot be read
 
     @property
     def finished(self) -> bool:
         return self.model_path == self.path / MODEL_FILE
 
     def json_file(self, name: str) -> dict[str, Any] | None:
+        """The JSON file `name` of the run; None when it is missing or cannot be read (then
+        :meth:`missing` says why)."""
         path = self.path / name
         if not path.is_file():
             return None
         try:
             return json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            self.notes.append(f"{name} cannot be read ({err}); its section is left out.")
+            self.unreadable[name] = str(err)
             return None
+
+    def missing(self, name: str, why: str) -> str:
+        """A note for a file the run lacks (`why`: what that means) or has but cannot read."""
+        if name in self.unreadable:
+            return note(f"{name} cannot be read ({self.unreadable[name]}); its section is left out.")
+        return note(f"{name} is missing: {why}")
 
 
 def open_run(run_dir: str | Path, device: str = "auto") -> Run:
@@ -238,8 +246,8 @@ def config_section(run: Run) -> Section:
 def data_section(run: Run) -> Section:
     data = run.json_file("data.json")
     if data is None:
-        return "data", "Data", note("data.json is missing: the run wrote no data summary (dcnn train writes it "
-                                    "before the first epoch).")
+        return "data", "Data", run.missing("data.json", "the run wrote no data summary (dcnn train writes it "
+                                           "before the first epoch).")
     counts: dict[str, list[int]] = data.get("class_counts", {})
     splits = list(counts)
     names = data.get("class_names") or class_names_of(run.model, run.meta)
@@ -311,8 +319,8 @@ def accuracy_line(metrics: dict[str, Any]) -> str:
 
 def evaluation_section(run: Run, metrics: dict[str, Any] | None) -> Section:
     if metrics is None:
-        return "evaluation", "Evaluation", note(
-            f"eval/ is missing: the run has not finished (evaluation comes after the last epoch); "
+        return "evaluation", "Evaluation", run.missing(
+            "eval/metrics.json", f"the run has not finished (evaluation comes after the last epoch); "
             f"`dcnn eval {run.path}` writes it for a finished run.")
     headline = f'<p class="headline">{escape(accuracy_line(metrics))}</p>'
     figures = table(("view", "dataset", "top-1 error", "mean class accuracy", "mean loss", "skipped files"), [(
@@ -372,7 +380,7 @@ def model_section(run: Run) -> Section:
     return "model", "Model", body
 
 
-def test_images(run: Run, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+def first_test_images(run: Run, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `count` images of the split `dcnn eval` reads (the dataset's test split), as uint8
     pixels at the model's input size, and their labels; DcnnError when it is not on this machine."""
     dataset = run.config.get("dataset") or run.meta["dataset"]
@@ -399,7 +407,7 @@ def filters_section(run: Run, device: str) -> Section:
 def gradcam_section(run: Run, images: int) -> Section:
     title = "Grad-CAM"
     try:
-        pixels, labels = test_images(run, images)
+        pixels, labels = first_test_images(run, images)
     except DcnnError as err:
         return "gradcam", title, note(f"no test images to explain: {err}")
     device = next(run.model.parameters()).device
@@ -450,7 +458,6 @@ def page(run: Run, sections: list[Section], headline: str) -> str:
     name = run.path.resolve().name
     status = "" if run.finished else f" (not finished: the model is {run.model_path.relative_to(run.path)})"
     nav = "".join(f'<a href="#{anchor}">{escape(title)}</a>' for anchor, title, _ in sections)
-    notes = "".join(note(text) for text in run.notes)
     body = "".join(f'<section id="{anchor}"><h2>{escape(title)}</h2>{content}</section>'
                    for anchor, title, content in sections)
     return (
@@ -459,7 +466,7 @@ def page(run: Run, sections: list[Section], headline: str) -> str:
         f"<title>dcnn report: {escape(name)}</title><style>{STYLE}</style></head><body>"
         f"<header><h1>{escape(name)}</h1>"
         f"<p>{escape(model)} trained on {escape(dataset)}{escape(status)}: {escape(headline)}</p></header>"
-        f"<nav>{nav}</nav><main>{notes}{body}</main></body></html>\n"
+        f"<nav>{nav}</nav><main>{body}</main></body></html>\n"
     )
 
 
