@@ -28,7 +28,7 @@ def serve_command(
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:N")] = "auto",
 ) -> None:
     """Serve a model over HTTP: a page at / to drop a photo on (top-5 and a Grad-CAM heat map),
-    POST /predict (JSON), GET /health, and the OpenAPI schema at /docs."""
+    POST /predict (JSON), GET /health, and the OpenAPI schema at /openapi.json."""
     from dcnn.serve.app import create_app
     from dcnn.serve.server import listen, serve, url_of
 
@@ -37,6 +37,7 @@ def serve_command(
     with listen(host, port) as sock:  # first: a busy port is reported before the model loads
         web = create_app(source, device=device, max_upload_bytes=max(1, round(max_upload_mb * 2**20)),
                          max_pixels=max_pixels, batch_window_ms=batch_window_ms, max_batch=max_batch)
-        out.print(f"serving {web.state.classifier.name} on {url_of(sock)} (API: {url_of(sock)}docs; Ctrl-C stops)",
-                  highlight=False)
+        url = url_of(sock)
+        out.print(f"serving {web.state.classifier.name} on {url} (API: POST {url}predict, schema {url}openapi.json; "
+                  "Ctrl-C stops)", highlight=False)
         serve(web, sock)
