@@ -171,5 +171,7 @@ def test_cli_measure_and_errors():
     done = dcnn_in_process("summary", "lenet5", "--batch", "2", "--measure")
     assert done.returncode == 0
     assert "measured peak of one training step on" in done.stdout and "estimate" in done.stdout
-    assert_user_error(dcnn_in_process("summary", "googlenet", "--input-size", "3,8,8"), "below googlenet's minimum of")
-    assert_user_error(dcnn_in_process("summary", "lenet5", "--format", "xml"), "--format 'xml'", "table, json, csv or md")
+    assert_user_error(dcnn_in_process("summary", "googlenet", "--input-size", "3,8,8"),
+                      "below googlenet's minimum of")
+    assert_user_error(dcnn_in_process("summary", "lenet5", "--format", "xml"),
+                      "--format 'xml'", "table, json, csv or md")
