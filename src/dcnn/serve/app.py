@@ -18,8 +18,10 @@ keeps serving.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
+import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -178,6 +180,9 @@ def create_app(
     classifier = Classifier(source, device)
     batcher: Batcher[_Request, _Answer] = Batcher(classifier, batch_window_ms / 1000, max_batch)
     prep = classifier.preprocess
+    # Decoding is CPU-bound: more at once than there are cores gains nothing and multiplies the
+    # memory decoded images hold (up to 3 bytes a pixel each).
+    decoding = asyncio.Semaphore(os.cpu_count() or 1)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -230,7 +235,9 @@ def create_app(
         top: Annotated[int, Query(ge=1, description="how many classes (more than the model has: all)")] = 5,
         gradcam: Annotated[bool, Query(description="add the Grad-CAM heat map of the top class")] = False,
     ) -> Prediction:
-        pixels, inputs = await run_in_threadpool(prepare, await file.read())
+        data = await file.read()
+        async with decoding:
+            pixels, inputs = await run_in_threadpool(prepare, data)
         answer, batch_size = await batcher.submit(_Request(inputs, top, gradcam))
         overlay = None if answer.heat is None else await run_in_threadpool(_png_data_uri, pixels, answer.heat)
         return Prediction(model=classifier.name, batch_size=batch_size, gradcam=overlay,
