@@ -207,7 +207,7 @@ def _gradcam(ctx: _Context, layer: str | None, target: int | None, **_: Any) -> 
     figure, grid = _figure(2)
     cls = _input_panel(figure, grid[0][0], ctx, target)
     heat = attribution.grad_cam(ctx.model, ctx.inputs, cls, found.module)[0]
-    note = "" if float(heat.max()) > 0 else "; zero everywhere: no positive evidence here"
+    note = "" if float(heat.max()) > 0 else "\nzero everywhere: no positive evidence here"
     _heat_panel(figure, grid[0][1], ctx, heat, f"Grad-CAM of {ctx.names[cls]}\nlayer {found.name} "
                 f"({found.shape[2]}x{found.shape[3]}){note}", "relative importance")
     return figure
