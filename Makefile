@@ -27,7 +27,7 @@ browser:
 	  { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; }
 
 test: lint browser
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/mnist_time_to_accuracy.py

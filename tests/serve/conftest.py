@@ -9,7 +9,6 @@ share one run (the first trains it, under a file lock); each worker starts its o
 from __future__ import annotations
 
 import io
-import os
 import re
 import signal
 import struct
@@ -23,7 +22,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from filelock import FileLock
 from PIL import Image
 
 from dcnn.train import make_config, train
@@ -51,21 +49,25 @@ def cifar_subset(root: Path) -> Path:
     return root
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group("serve"))
+
+
 @pytest.fixture(scope="session")
 def served_run(tmp_path_factory) -> Path:
     """A finished run directory (the small resnet20 on the CIFAR-10 subset)."""
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this session's, for all workers
-    run = shared / "serve-run"
-    with FileLock(str(shared / "serve-run.lock")):
-        if not (run / "model.safetensors").is_file():
-            data = cifar_subset(shared / "serve-cifar")
-            with pytest.MonkeyPatch.context() as patch:
-                patch.setenv("DCNN_CACHE_DIR", str(shared / "serve-cache"))
-                train(make_config({"model": "resnet20", "dataset": str(data), "epochs": 1, "batch_size": 20,
-                                   "model_options": {"depths": [1, 1, 1], "widths": [8, 16, 32], "stem_width": 8},
-                                   "optimizer": "sgd", "lr": 0.05, "progress": False, "seed": 0, "device": "cpu",
-                                   "run_dir": str(run)}))
+    base = tmp_path_factory.mktemp("serve")
+    run = base / "run"
+    data = cifar_subset(base / "cifar")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DCNN_CACHE_DIR", str(base / "cache"))
+        train(make_config({"model": "resnet20", "dataset": str(data), "epochs": 1, "batch_size": 20,
+                           "model_options": {"depths": [1, 1, 1], "widths": [8, 16, 32], "stem_width": 8},
+                           "optimizer": "sgd", "lr": 0.05, "progress": False, "seed": 0, "device": "cpu",
+                           "run_dir": str(run)}))
     return run
 
 
