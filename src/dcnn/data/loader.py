@@ -10,7 +10,10 @@ labels on the training device):
   worker processes; files that fail to decode are dropped from their batch and listed.
 
 The order is :class:`EpochOrder`, a resumable sampler: epoch e's order is a function of (seed, e)
-alone, so a run resumed at (epoch, step) takes exactly the batches an uninterrupted run takes.
+alone, so a run resumed at (epoch, step) takes exactly the batches an uninterrupted run takes. In a
+distributed run every process draws the same order and reads its own share of each global batch
+(:meth:`EpochOrder.shard`), so that the shares of all processes at step s make up the batch one
+process reads at step s, and a resumed run skips the same global steps on every process.
 """
 
 from __future__ import annotations
@@ -36,12 +39,31 @@ class EpochOrder:
         if balanced:
             counts = torch.bincount(labels.cpu())
             self.weights = 1.0 / counts[labels.cpu()].double()
+        self.rank, self.world_size = 0, 1
 
     def __call__(self, epoch: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         if self.weights is not None:
             return torch.multinomial(self.weights, self.n, replacement=True, generator=gen)
         return torch.randperm(self.n, generator=gen)
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Read only process `rank`'s share of every global batch, of `world_size` processes."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not one of {world_size} processes")
+        self.rank, self.world_size = rank, world_size
+
+    def steps(self, epoch: int, batch_size: int, start_step: int = 0) -> Iterator[torch.Tensor]:
+        """The example indices read at each step of `epoch`, from `start_step` on.
+
+        Step s's global batch is entries [s·B, (s+1)·B) of the epoch's order; it is cut into
+        `world_size` contiguous parts as even as possible (the first ones one larger when B does
+        not divide), and this process reads part `rank`. A last global batch smaller than the
+        number of processes leaves some parts empty.
+        """
+        order = self(epoch)
+        for start in range(start_step * batch_size, self.n, batch_size):
+            yield order[start : start + batch_size].tensor_split(self.world_size)[self.rank]
 
 
 class _Batches:
@@ -78,14 +100,14 @@ class TensorBatches(_Batches):
         self.skipped: list[Skipped] = list(skipped or [])
 
     def epoch(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        index = self.order(epoch).to(self.images.device) if self.order is not None else None
-        for step in range(start_step, len(self)):
-            window = slice(step * self.batch_size, (step + 1) * self.batch_size)
-            if index is None:
+        if self.order is None:
+            for step in range(start_step, len(self)):
+                window = slice(step * self.batch_size, (step + 1) * self.batch_size)
                 yield self.images[window], self.labels[window]
-            else:
-                batch = index[window]
-                yield self.images[batch], self.labels[batch]
+            return
+        for batch in self.order.steps(epoch, self.batch_size, start_step):
+            batch = batch.to(self.images.device)
+            yield self.images[batch], self.labels[batch]
 
 
 class FileBatches(_Batches):
@@ -109,14 +131,20 @@ class FileBatches(_Batches):
             raise strict_error(self.skipped[0])
 
     def epoch(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        index = self.order(epoch) if self.order is not None else torch.arange(len(self.dataset))
-        remaining = index[start_step * self.batch_size:].tolist()
-        if not remaining:
-            return
-        loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=remaining, num_workers=self.workers,
-                            collate_fn=collate_skipping, pin_memory=self.device.type == "cuda")
+        steps = (self.order.steps(epoch, self.batch_size, start_step) if self.order is not None
+                 else torch.arange(len(self.dataset)).split(self.batch_size)[start_step:])
+        indices = [step.tolist() for step in steps]
+        nonempty = [step for step in indices if step]
+        loader = iter(DataLoader(self.dataset, batch_sampler=nonempty, num_workers=self.workers,
+                                 collate_fn=collate_skipping, pin_memory=self.device.type == "cuda")
+                      if nonempty else ())
         seen = {s.path for s in self.skipped}
-        for batch in loader:
+        for step in indices:
+            if not step:  # this process's share of a last global batch smaller than the number of processes
+                empty = torch.empty((0, self.dataset.channels, *self.dataset.size), dtype=torch.uint8)
+                yield empty.to(self.device), self.labels[:0].to(self.device)
+                continue
+            batch = next(loader)
             for skip in batch.skipped:
                 if self.strict:
                     raise strict_error(skip)
