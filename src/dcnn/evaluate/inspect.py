@@ -40,7 +40,7 @@ class HardRow:
     loss: float
 
 
-def _in_sequence(batches: Batches, batch_size: int) -> Batches:
+def in_sequence(batches: Batches, batch_size: int) -> Batches:
     """The same examples, in their stored order (the loss ranking indexes this order)."""
     if isinstance(batches, TensorBatches):
         return TensorBatches(batches.images, batches.labels, batch_size, paths=batches.paths)
@@ -80,7 +80,7 @@ def inspect_run(run_dir: str | Path, top: int = 16, out_dir: str | Path | None =
     for split, batches in (("train", data.train), ("test", data.test if data.test is not None else data.val)):
         if batches is None:
             continue
-        sequential = _in_sequence(batches, cfg.eval_batch_size)
+        sequential = in_sequence(batches, cfg.eval_batch_size)
         result = evaluate(model, model_inputs(sequential, prep), dev, topk=(1,), num_hardest=top)
         hardest = result.hardest
         split_rows = [HardRow(split, h.index, _source(sequential, h.index), names[h.target], names[h.prediction],

@@ -28,7 +28,7 @@ from matplotlib.patches import Rectangle
 from dcnn.data.images import open_image
 from dcnn.data.preprocess import Preprocess
 from dcnn.errors import DcnnError, did_you_mean
-from dcnn.evaluate.inspect import _in_sequence as in_sequence
+from dcnn.evaluate.inspect import in_sequence
 from dcnn.evaluate.run import class_names_of, model_file_of, preprocess_of
 from dcnn.fileio import atomic_output
 from dcnn.train.checkpoint import load_model_file
