@@ -212,6 +212,7 @@ CASES: dict[str, Case] = {
     "pct_start": Case(0.5, "lrs", {"schedule": "onecycle"}),
     "bf16": Case(True, "layer_io"),
     "channels_last": Case(True, "layer_io"),
+    "sync_bn": Case(True, "error", {}, "sync_bn: synchronizes batch norm across the processes"),
     "device": Case("cuda:0" if not torch.cuda.is_available() else "cpu", "error" if not torch.cuda.is_available()
                    else "weights", {}, "CUDA is not available"),
     "seed": Case(4, "weights"),

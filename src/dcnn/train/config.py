@@ -103,6 +103,8 @@ class TrainConfig(BaseModel):
     bf16: bool | Literal["auto"] = Field(False, description="bfloat16 autocast; auto: where the device computes "
                                          "bf16 natively (CUDA, CPUs with AVX-512 BF16 or AMX)")
     channels_last: bool = False
+    sync_bn: bool = Field(False, description="distributed runs: batch-norm statistics over the global batch "
+                          "(SyncBatchNorm) instead of each process's share")
     device: str = "auto"
     seed: int = 0
 

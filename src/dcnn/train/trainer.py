@@ -13,6 +13,10 @@ consumes batches as `evaluate(model, loader)` does.
 Exact resumption: the data order of epoch e is drawn from a generator seeded with (seed, e),
 augmentation from one seeded with (seed, global step), and the global RNG state (dropout) is
 checkpointed; so a resumed run takes the same steps as an uninterrupted one.
+
+Under torchrun (or ``dcnn train --nproc N``) the same loop runs in every process with
+DistributedDataParallel; what each process reads, how the loss is shared and what rank 0 alone does
+is described in :mod:`dcnn.train.distributed`.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from dcnn.fileio import atomic_output
 from dcnn.models import create_model, get_model_cfg, load_pretrained
 from dcnn.train import checkpoint as ckpt
 from dcnn.train.config import RESUME_OPTIONS, TrainConfig, make_config, save_config
+from dcnn.train.distributed import Distributed, session, sync_batch_norm
 from dcnn.train.gradients import GradientRecorder
 from dcnn.train.optim import build_optimizer, build_scheduler, l1_penalty
 from dcnn.visualize.curves import save_training_curves
@@ -195,25 +200,35 @@ def balanced_class_weights(counts: list[int], device: torch.device) -> torch.Ten
 class Trainer:
     """Owns one run: model, optimizer, schedule, data, run directory and the loop."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, after_step: Callable[[Trainer], bool] | None = None):
+    def __init__(self, cfg: TrainConfig, run_dir: Path, after_step: Callable[[Trainer], bool] | None = None,
+                 dist: Distributed | None = None):
         """`after_step(trainer)` runs after every optimizer step; returning True ends training there
-        (benchmarks use it to evaluate on the fly and stop at a target accuracy)."""
+        (benchmarks use it to evaluate on the fly and stop at a target accuracy; in a distributed run
+        it must decide the same in every process). `dist`: this process's place in a distributed run
+        (default: the only process)."""
         self.cfg = cfg
         self.run_dir = run_dir
-        self.device = resolve_device(cfg.device)
+        self.dist = dist or Distributed()
+        self.dist.check(cfg.sync_bn)
+        console.quiet = not self.dist.is_main  # rank 0 speaks for the run
+        self.device = self.dist.place(resolve_device(cfg.device))
         self.bf16 = native_bf16(self.device) if cfg.bf16 == "auto" else cfg.bf16
         self.after_step = after_step
         torch.manual_seed(cfg.seed)
         model_cfg = get_model_cfg(cfg.model)
         self.data = prepare_data(cfg, model_cfg, self.device)
+        self.data.train.order.shard(self.dist.rank, self.dist.world_size)
         self.model = create_model(cfg.model, num_classes=len(self.data.class_names),
                                   in_chans=self.data.preprocess.input_size[0], **cfg.model_options)
         if cfg.init_from:
             load_pretrained(self.model, ckpt.initial_weights(cfg.init_from))
+        if cfg.sync_bn:
+            self.model = sync_batch_norm(self.model, self.device, cfg.model)
         self.frozen_norms = freeze_backbone(self.model) if cfg.freeze == "backbone" else []
         self.model.to(self.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.parallel_model = self.dist.wrap(self.model)  # what the training step calls
         self.steps_per_epoch = len(self.data.train)
         self.augment = build_augment(cfg.augment, len(self.data.class_names))
         if self.augment is not None:
@@ -280,7 +295,10 @@ class Trainer:
         for group, values in zip(self.optimizer.param_groups, scheduled, strict=True):
             group.update(values)
 
-    def save_checkpoint(self) -> Path:
+    def save_checkpoint(self) -> Path | None:
+        """Write a checkpoint (rank 0; None in the other processes)."""
+        if not self.dist.is_main:
+            return None
         if self.gradients is not None:  # the gradient record continues from the checkpoint on resume
             self.gradients.save()
         return ckpt.save_checkpoint(self.run_dir, self.model, self.state(), self.metadata,
@@ -309,25 +327,29 @@ class Trainer:
         x = self.data.preprocess.normalize(images)
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
 
-    def train_step(self, images: torch.Tensor, y: torch.Tensor) -> None:
+    def train_step(self, images: torch.Tensor, y: torch.Tensor, sizes: list[int] | None = None) -> None:
         """One optimizer step on a uint8 batch: [0, 1] pixels, augmentation (seeded by the global
-        step, so resumed runs draw the same), normalization, forward, loss, backward, update."""
+        step, so resumed runs draw the same), normalization, forward, loss, backward, update.
+        `sizes`: the examples of each process at this step (distributed runs; default: this batch)."""
         cfg = self.cfg
+        sizes = sizes or [len(y)]
         for norm in self.frozen_norms:  # a frozen backbone keeps its batch statistics too
             norm.eval()
+        self.dist.seed_step(cfg.seed, self.global_step)
         x, targets = images.float().div_(255.0), y
         if self.augment is not None:
-            x, targets = self.augment(x, y, seed=cfg.seed * 7919 + self.global_step)
+            x, targets = self.dist.augment(self.augment, x, y, sizes, seed=cfg.seed * 7919 + self.global_step)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            outputs = self.model(self.inputs(x))
+            outputs = self.parallel_model(self.inputs(x))
         loss, logits = classification_loss(outputs, targets, cfg, self.aux_weights, self.class_weights)
         if cfg.l1:
             loss = loss + cfg.l1 * l1_penalty(self.model)
-        if not torch.isfinite(loss):
+        loss, batch_loss, correct = self.dist.share_loss(loss, logits, y, targets, self.class_weights)
+        if not math.isfinite(batch_loss):
             last = ckpt.list_checkpoints(self.run_dir)
             kept = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written yet"
             raise TrainingDiverged(
-                f"the loss became {loss.item()} at epoch {self.epoch + 1}, step {self.global_step + 1}; "
+                f"the loss became {batch_loss} at epoch {self.epoch + 1}, step {self.global_step + 1}; "
                 f"training stopped and {kept}. Lower the learning rate or set clip_grad_norm."
             )
         self.optimizer.zero_grad(set_to_none=True)
@@ -342,9 +364,9 @@ class Trainer:
         self.scheduler.step()
         self.global_step += 1
         self.step_in_epoch += 1
-        self.running["loss_sum"] += loss.item() * len(y)
-        self.running["correct"] += int((logits.argmax(1) == y).sum())
-        self.running["seen"] += len(y)
+        self.running["loss_sum"] += batch_loss * sum(sizes)
+        self.running["correct"] += correct
+        self.running["seen"] += sum(sizes)
 
     def evaluate_on(self, batches: Batches, **options: Any) -> ClassificationResult:
         return evaluate(self.model, model_inputs(batches, self.data.preprocess, self.cfg.channels_last),
@@ -364,10 +386,11 @@ class Trainer:
                                description=f"epoch {self.epoch + 1}/{cfg.epochs}")
                 started = time.perf_counter() - self.running["time"]
                 for images, labels in self.data.train.epoch(self.epoch, self.step_in_epoch):
-                    if len(labels) == 0:  # every file of this batch failed to decode (listed as skipped)
+                    sizes = self.dist.batch_sizes(len(labels))
+                    if sum(sizes) == 0:  # every file of this batch failed to decode (listed as skipped)
                         self.step_in_epoch += 1
                         continue
-                    self.train_step(images, labels)
+                    self.train_step(images, labels, sizes)
                     self.running["time"] = time.perf_counter() - started
                     seen = max(1, self.running["seen"])
                     progress.update(task, advance=1, loss=self.running["loss_sum"] / seen,
@@ -382,7 +405,21 @@ class Trainer:
                     break
 
     def _end_epoch(self) -> bool:
-        """Validate, log, checkpoint; returns True when early stopping ends the run."""
+        """Validate, log, checkpoint (rank 0, the others waiting for its decision); returns True when
+        early stopping ends the run."""
+        stop = self.dist.broadcast_flag(self._record_epoch() if self.dist.is_main else False)
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.running = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
+        if stop:
+            self.epoch = self.cfg.epochs  # a resumed run must not continue past the stop
+            console.print(f"early stopping: no validation improvement for {self.cfg.early_stopping} epochs")
+        self.save_checkpoint()
+        return stop
+
+    def _record_epoch(self) -> bool:
+        """Validate, write the epoch's metrics and curves, keep the best model; returns True when
+        early stopping ends the run."""
         val = self.validate()
         seen = max(1, self.running["seen"])
         row = {
@@ -411,13 +448,6 @@ class Trainer:
             else:
                 self.epochs_without_improvement += 1
                 stop = bool(self.cfg.early_stopping) and self.epochs_without_improvement >= self.cfg.early_stopping
-        self.epoch += 1
-        self.step_in_epoch = 0
-        self.running = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
-        if stop:
-            self.epoch = self.cfg.epochs  # a resumed run must not continue past the stop
-            console.print(f"early stopping: no validation improvement for {self.cfg.early_stopping} epochs")
-        self.save_checkpoint()
         return stop
 
     def _progress(self) -> Progress:
@@ -427,8 +457,12 @@ class Trainer:
             TimeRemainingColumn(), console=console, disable=not self.cfg.progress, transient=True,
         )
 
-    def finish(self) -> ClassificationResult:
-        """Save the final model and evaluate it on the test set (report in run_dir/eval)."""
+    def finish(self) -> ClassificationResult | None:
+        """Save the final model and evaluate it on the test set (report in run_dir/eval): rank 0 does,
+        the other processes wait for it and get None."""
+        return self.dist.on_main(self._final_report)
+
+    def _final_report(self) -> ClassificationResult:
         from dcnn.evaluate.report import write_report
 
         ckpt.save_model_file(self.model, self.run_dir / "model.safetensors", self.metadata, self.file_tensors)
@@ -537,18 +571,21 @@ def new_run_dir(cfg: TrainConfig) -> Path:
 
 def train(
     cfg: TrainConfig, after_step: Callable[[Trainer], bool] | None = None
-) -> tuple[Path, ClassificationResult]:
-    """Train from scratch; returns the run directory and the test-set result."""
-    run_dir = new_run_dir(cfg)
-    trainer = Trainer(cfg, run_dir, after_step)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    write_data_summary(run_dir / "data.json", trainer.data, cfg.dataset)
-    trainer.fit()
-    return run_dir, trainer.finish()
+) -> tuple[Path, ClassificationResult | None]:
+    """Train from scratch; returns the run directory and the test-set result (None in the processes
+    of a distributed run other than rank 0, which names the run directory and writes it)."""
+    with session(resolve_device(cfg.device)) as dist:
+        run_dir = Path(dist.broadcast_text(str(new_run_dir(cfg))))
+        trainer = Trainer(cfg, run_dir, after_step, dist)
+        if dist.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, run_dir / "config.yaml")
+            write_data_summary(run_dir / "data.json", trainer.data, cfg.dataset)
+        trainer.fit()
+        return run_dir, trainer.finish()
 
 
-def resume(run_dir: str | Path, changes: dict[str, Any] | None = None) -> tuple[Path, ClassificationResult]:
+def resume(run_dir: str | Path, changes: dict[str, Any] | None = None) -> tuple[Path, ClassificationResult | None]:
     """Continue a run from its newest good checkpoint (older ones are used if newer are corrupt).
 
     `changes` may set the options in RESUME_OPTIONS (e.g. more `epochs` to extend a run, another
@@ -575,11 +612,13 @@ def resume(run_dir: str | Path, changes: dict[str, Any] | None = None) -> tuple[
     if cfg.epochs < done:
         raise DcnnError(f"epochs: the run has already trained {done} epoch(s) ({run_dir}); give --epochs {done} "
                         "or more.")
-    trainer = Trainer(cfg, run_dir)
-    trainer.load_state(weights, state)
-    if changed:
-        save_config(cfg, config_path)
-    truncate_metrics(run_dir, cfg.metrics_format, trainer.epoch)
-    console.print(f"resuming from {path} (epoch {trainer.epoch + 1}, step {trainer.global_step})")
-    trainer.fit()
-    return run_dir, trainer.finish()
+    with session(resolve_device(cfg.device)) as dist:
+        trainer = Trainer(cfg, run_dir, dist=dist)
+        trainer.load_state(weights, state)
+        if dist.is_main:
+            if changed:
+                save_config(cfg, config_path)
+            truncate_metrics(run_dir, cfg.metrics_format, trainer.epoch)
+        console.print(f"resuming from {path} (epoch {trainer.epoch + 1}, step {trainer.global_step})")
+        trainer.fit()
+        return run_dir, trainer.finish()
