@@ -158,6 +158,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 @app.command("train")
 def train_command(
+    ctx: typer.Context,
     recipe: Annotated[Path | None, typer.Option(help="YAML recipe (see recipes/)")] = None,
     resume: Annotated[Path | None, typer.Option(help="continue the run in this directory")] = None,
     model: Annotated[str | None, typer.Option(help="model name (dcnn models)")] = None,
@@ -178,10 +179,15 @@ def train_command(
     run_dir: Annotated[str | None, typer.Option(help="where to write the run")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="any config field: key=value")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    nproc: Annotated[str | None, typer.Option(
+        help="train in N processes on this machine (DistributedDataParallel; the same as torchrun "
+             "--standalone --nproc-per-node N -m dcnn train ...)")] = None,
 ) -> None:
     """Train a model (options and/or a YAML recipe), or --resume a run (e.g. with more --epochs)."""
     from dcnn.train import load_recipe, make_config, train
     from dcnn.train import resume as resume_run
+    from dcnn.train.distributed import launch, worker_count
+    from dcnn.train.trainer import new_run_dir
 
     options = {"model": model, "dataset": dataset, "data_dir": data_dir, "val_split": val_split,
                "image_size": image_size, "strict": strict or None, "epochs": epochs,
@@ -191,15 +197,38 @@ def train_command(
     overrides.update(parse_overrides(set_ or []))
     if not progress:
         overrides["progress"] = False
-    if resume is not None:
-        if recipe is not None:
-            raise DcnnError("--recipe starts a new run; --resume continues one with its own configuration.")
-        run, result = resume_run(resume, overrides)
-    else:
-        config = load_recipe(recipe, overrides) if recipe else make_config(overrides)
-        run, result = train(config)
+    if resume is not None and recipe is not None:
+        raise DcnnError("--recipe starts a new run; --resume continues one with its own configuration.")
+    config = None if resume is not None else load_recipe(recipe, overrides) if recipe else make_config(overrides)
+    if nproc is not None:
+        count = worker_count(nproc, overrides.get("device", config.device if config else "auto"))
+        if count > 1:
+            if config is not None:
+                new_run_dir(config)  # refuses a run directory that holds a run, before starting processes
+            launch(count, given_arguments(ctx, leave_out="nproc"))  # rank 0 prints the result
+            return
+    run, result = resume_run(resume, overrides) if config is None else train(config)
+    if result is None:  # not rank 0 of a distributed run: rank 0 reports
+        return
     print_result(result, json.loads((run / "eval" / "metrics.json").read_text()).get("split", "test"))
     out.print(f"run saved in {run}")
+
+
+def given_arguments(ctx: typer.Context, leave_out: str) -> list[str]:
+    """The command's name and the options given on its command line (not their defaults), without
+    `leave_out`: what the processes of a launched run are started with."""
+    args = [ctx.info_name or ""]
+    for param in ctx.command.params:
+        name = param.name or ""
+        source = ctx.get_parameter_source(name)  # an enum of the click typer uses (typer ships its own)
+        if name == leave_out or source is None or source.name != "COMMANDLINE":
+            continue
+        value, flag = ctx.params[name], param.opts[0]
+        if getattr(param, "is_flag", False):
+            args.append(flag if value else param.secondary_opts[0])
+        else:
+            args += [item for v in (value if param.multiple else [value]) for item in (flag, str(v))]
+    return args
 
 
 def _batch_size(text: str | None) -> int | str | None:
