@@ -23,10 +23,10 @@ from dcnn.train.gradients import GradientHistory, draw_profiles
 # which would rescale the gradients (Ioffe & Szegedy 2015, §3.3) and hide what depth does to them.
 DEEP_NET = {"depths": [3, 3, 3], "norm": "none"}
 SIZES = {
-    "small": Plan("mnist_sample", steps=12, train=1024, test=500, batch=16, evals=2,
+    "small": Plan("mnist_sample", steps=12, train=1024, test=200, batch=16, evals=2,
                   net={**DEEP_NET, "widths": [4, 8, 16]}, config={"image_size": 12}),
-    "full": Plan("mnist", steps=600, train=60_000, test=10_000, batch=64, evals=6,
-                 net={**DEEP_NET, "widths": [8, 16, 32]}),
+    "full": Plan("mnist", steps=400, train=60_000, test=2000, batch=64, evals=4,
+                 net={**DEEP_NET, "widths": [8, 16, 32]}, config={"image_size": 16}),
 }
 
 

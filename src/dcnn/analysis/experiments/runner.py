@@ -32,9 +32,10 @@ from matplotlib.figure import Figure
 from rich.console import Console
 
 from dcnn.data.datasets import DATASETS
-from dcnn.data.folder import scan_image_folder
+from dcnn.data.folder import IMAGE_EXTENSIONS
 from dcnn.data.loader import TensorBatches
 from dcnn.data.mnist import data_root
+from dcnn.data.preprocess import Preprocess
 from dcnn.errors import DcnnError
 from dcnn.fileio import atomic_output
 from dcnn.train import checkpoint as ckpt
@@ -43,7 +44,6 @@ from dcnn.train.gradients import GradientHistory, save_figure, write_gradients
 from dcnn.train.trainer import Trainer, TrainingDiverged
 
 console = Console(stderr=True)
-SIZES = ("small", "full")
 
 
 CIFAR10 = "cifar10-jpeg"  # a plan's dataset: the CIFAR-10 image folder under $DCNN_DATA_DIR
@@ -122,6 +122,7 @@ class VariantRun:
     params: int
     seconds: float
     model: nn.Module
+    preprocess: Preprocess
     gradients: GradientHistory | None = None
     diverged_at: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -150,31 +151,31 @@ class VariantRun:
 
 def resolve_dataset(dataset: str, plan: Plan, work: Path) -> tuple[str, dict[str, int]]:
     """The dataset value and size limits for a plan: a named dataset is cut with train_limit and
-    test_limit (the MNIST family and CIFAR are shuffled); an image folder, whose files are in class
-    order, is replaced by a folder of links to the first images of each class (in `work`)."""
+    test_limit (the MNIST family and CIFAR are shuffled); an image folder with train/ and test/ class
+    folders, whose files come in class order, by a folder of links (in `work`) to the first images of
+    each class, in name order (listing the folders, not scanning every file)."""
     if dataset == CIFAR10:
         dataset = cifar10_folder()
-    if dataset in DATASETS:
-        return dataset, {"train_limit": plan.train + plan.val, "test_limit": plan.test}
+    if dataset in DATASETS:  # the trainer holds out `val` images first, then keeps the first `train`
+        return dataset, {"train_limit": plan.train, "test_limit": plan.test}
     root = Path(dataset).expanduser()
-    splits, _ = scan_image_folder(root)
-    if "train" not in splits or "test" not in splits:
-        raise DcnnError(f"{root} needs train/ and test/ class folders for an experiment.")
+    if not (root / "train").is_dir() or not (root / "test").is_dir():
+        raise DcnnError(f"{root} needs train/ and test/ folders of class folders for an experiment.")
     counts = {"train": plan.train + plan.val, "test": plan.test}
-    if all(counts[s] >= len(splits[s]) for s in counts):
-        return str(root), {}
+    listing = {split: {name: sorted(e.name for e in os.scandir(root / split / name) if not e.name.startswith(".")
+                                    and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
+                       for name in sorted(e.name for e in os.scandir(root / split) if e.is_dir())}
+               for split in counts}
+    per_class = {split: max(1, -(-counts[split] // max(1, len(listing[split])))) for split in counts}
+    if all(len(files) <= per_class[split] for split in counts for files in listing[split].values()):
+        return str(root), {}  # the whole folder
     subset = work / f"{root.name}-{counts['train']}-{counts['test']}"
     shutil.rmtree(subset, ignore_errors=True)
-    for split, wanted in counts.items():
-        files = splits[split]
-        per_class = max(1, -(-wanted // len(files.class_names)))
-        taken = dict.fromkeys(range(len(files.class_names)), 0)
-        for path, label in zip(files.paths, files.labels, strict=True):
-            if taken[label] < per_class:
-                taken[label] += 1
-                link = subset / split / files.class_names[label] / f"{taken[label]:05d}{path.suffix}"
-                link.parent.mkdir(parents=True, exist_ok=True)
-                os.symlink(path.resolve(), link)
+    for split, classes in listing.items():
+        for name, files in classes.items():
+            (subset / split / name).mkdir(parents=True)
+            for file in files[: per_class[split]]:
+                os.symlink((root / split / name / file).resolve(), subset / split / name / file)
     return str(subset), {}
 
 
@@ -255,7 +256,8 @@ def train_variant(variant: Variant, plan: Plan, base: dict[str, Any], out_dir: P
     save_config(cfg.model_copy(update={"run_dir": str(folder), "epochs": epochs}), folder / "config.yaml")
     ckpt.save_model_file(trainer.model, folder / "model.safetensors", trainer.metadata, trainer.file_tensors)
     run = VariantRun(variant, losses, evals, sum(p.numel() for p in trainer.model.parameters()), seconds,
-                     trainer.model, trainer.gradients.history() if trainer.gradients else None, diverged)
+                     trainer.model, trainer.data.preprocess, trainer.gradients.history() if trainer.gradients else None,
+                     diverged)
     write_history(run, folder / "history.csv")
     if run.gradients is not None:
         write_gradients(run.gradients, folder / "gradients.csv")

@@ -1,0 +1,126 @@
+"""`dcnn experiment degradation` on a CIFAR-10 subset and `dcnn experiment lesion` on a trained run.
+
+Degradation at the small size trains 12 steps: too few for the paper's direction to be reliable, so
+only what is deterministic is asserted (the nets, their depths and equal parameter counts, computed
+by hand; the stratified subset; the curves). The lesion study's direction (deleting a block costs a
+residual net less than a plain one) is asserted on nets trained for 60 steps on MNIST: over seeds 0-3
+the residual net lost 0.0-0.11 of its accuracy on average, the plain one 0.21-0.39."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from dcnn.analysis.experiments.residual import Lesioned, find_blocks
+from dcnn.models import create_model
+from tests.analysis.test_experiments_gradients import rows_of, run_cli
+from tests.test_cli import assert_user_error, dcnn_in_process
+
+
+def conv_bn(k: int, c_in: int, c_out: int) -> int:
+    return k * k * c_in * c_out + 2 * c_out
+
+
+def cifar_net_params(n: int, widths: tuple[int, int, int]) -> int:
+    """He et al. 2016a §4.2 by hand: a 3x3 stem, 3 stages of n blocks of two 3x3 conv-BN units
+    (option-A shortcuts and plain blocks add nothing), a linear classifier for 10 classes."""
+    total, c_in = conv_bn(3, 3, widths[0]), widths[0]
+    for width in widths:
+        for _ in range(n):
+            total += conv_bn(3, c_in, width) + conv_bn(3, width, width)
+            c_in = width
+    return total + widths[-1] * 10 + 10
+
+
+@pytest.fixture(scope="module")
+def degradation(tmp_path_factory):
+    out = tmp_path_factory.mktemp("degradation")
+    with pytest.MonkeyPatch.context() as patch:  # decoded images are cached here, not in the user's cache
+        patch.setenv("DCNN_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        run_cli("degradation", "--out", str(out))
+    return out
+
+
+def test_degradation_trains_plain_and_residual_nets_at_two_depths(degradation):
+    rows = rows_of(degradation)
+    assert list(rows) == ["plain-8", "plain-14", "ResNet-8", "ResNet-14"]
+    for name, row in rows.items():
+        n = (int(row["weighted layers"]) - 2) // 6
+        assert int(name.split("-")[1]) == int(row["weighted layers"]) == 6 * n + 2
+        assert int(row["parameters"].replace(",", "")) == cifar_net_params(n, (4, 8, 16))
+        assert 0 <= float(row["train error"]) <= 1 and 0 <= float(row["test error"]) <= 1
+    runs = json.loads((degradation / "figures.json").read_text())["runs"]
+    assert all(len(r["losses"]) == 12 and [e["step"] for e in r["evals"]] == [0, 6, 12] for r in runs)
+    assert (degradation / "degradation.png").is_file()
+
+
+def test_degradation_reads_a_stratified_subset_of_the_cifar_folder(degradation):
+    subset = next((degradation / "data").iterdir())
+    for split, per_class in (("train", 40), ("test", 10)):
+        classes = sorted(p.name for p in (subset / split).iterdir())
+        assert len(classes) == 10 and classes[0] == "airplane"
+        assert {len(list((subset / split / c).iterdir())) for c in classes} == {per_class}
+    link = next((subset / "train" / "cat").iterdir())
+    assert link.is_symlink() and link.resolve().parent.name == "cat"
+
+
+def test_lesions_delete_and_swap_blocks_and_put_them_back():
+    torch.manual_seed(0)
+    model = create_model("stacknet", in_chans=1, depths=[2, 2, 2], widths=[4, 8, 8], shortcut="A").eval()
+    x = torch.randn(2, 1, 16, 16)
+    blocks = find_blocks(model, x)
+    assert [(b.name, b.same_shape) for b in blocks] == [("1.1", True), ("1.2", True), ("2.1", False),
+                                                        ("2.2", True), ("3.1", False), ("3.2", True)]
+    before = model(x)
+    stage = model.stages[0]
+    one, two = stage[0], stage[1]
+    x_stem = model.stem(x)
+    with Lesioned(model, delete=[blocks[0]]):
+        assert isinstance(stage[0], torch.nn.Identity)
+        torch.testing.assert_close(stage(x_stem), two(x_stem))
+    with Lesioned(model, swap=(blocks[0], blocks[1])):
+        assert (stage[0], stage[1]) == (two, one)
+        torch.testing.assert_close(stage(x_stem), one(two(x_stem)))
+    assert (stage[0], stage[1]) == (one, two)
+    torch.testing.assert_close(model(x), before)  # everything put back
+
+
+@pytest.fixture(scope="module")
+def lesion(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lesion")
+    done = dcnn_in_process(
+        "train", "--model", "stacknet", "--dataset", "mnist_sample", "--epochs", "1", "--batch-size", "32",
+        "--lr", "0.1", "--image-size", "16", "--run-dir", str(root / "resnet"), "--no-progress",
+        "--set", "model_options={depths: [2, 2, 2], widths: [8, 16, 16], shortcut: A}",
+        "--set", "train_limit=1920", "--set", "val_size=0", "--set", "test_limit=100")
+    assert done.returncode == 0, done.stderr
+    run_cli("lesion", str(root / "resnet"), "--out", str(root / "out"), "--subset", "300")
+    return root
+
+
+def test_lesion_hurts_the_residual_net_less_than_its_plain_counterpart(lesion):
+    rows = list(csv.DictReader((lesion / "out" / "table.csv").read_text().splitlines()))
+    acc = {r["lesion"]: (float(r["residual accuracy"]), float(r["plain accuracy"])) for r in rows}
+    assert [k for k in acc if k.startswith("delete ") and "random" not in k] == [
+        "delete 1.1", "delete 1.2", "delete 2.2", "delete 3.2"]  # the blocks that keep their input's shape
+    assert list(acc)[-1] == "swap 1.1-1.2" and "delete 4 random" in acc
+    drops = [(acc["none"][i] - sum(v[i] for k, v in acc.items() if k.startswith("delete ") and "random" not in k) / 4)
+             for i in (0, 1)]
+    assert drops[0] < drops[1] - 0.05, drops  # mean accuracy lost by deleting one block: residual, plain
+    plain = lesion / "out" / "plain-counterpart"
+    assert "shortcut: null" in (plain / "config.yaml").read_text()
+    assert (plain / "history.csv").read_text().splitlines()[-1].startswith("60,")  # as many steps as RUN
+    assert (lesion / "out" / "lesion.png").is_file()
+
+
+def test_lesion_user_errors(tmp_path, lesion):
+    assert_user_error(dcnn_in_process("experiment", "lesion"), "studies a trained run", "lesion RUN")
+    plain = lesion / "out" / "plain-counterpart"
+    assert_user_error(dcnn_in_process("experiment", "lesion", str(plain), "--out", str(tmp_path)),
+                      "holds a plain net")
+    model_file = lesion / "resnet" / "model.safetensors"
+    assert_user_error(dcnn_in_process("experiment", "lesion", str(model_file), "--out", str(tmp_path)),
+                      "give a trained plain net with --plain")
