@@ -207,7 +207,7 @@ def session(device: torch.device) -> Iterator[Distributed]:
     if world_size == 1:
         yield Distributed(device=device)
         return
-    local_rank = int(os.environ["LOCAL_RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     collectives = torch.device("cpu")
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
@@ -301,6 +301,7 @@ def launch(nproc: int, args: list[str]) -> None:
     """Run ``python -m dcnn ARGS`` in `nproc` processes on this machine, as ``torchrun --standalone
     --nproc-per-node NPROC -m dcnn ARGS`` does (torch's elastic launcher, a rendezvous on a free local
     port). Each process gets cores / nproc OpenMP threads unless OMP_NUM_THREADS is set."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
@@ -313,6 +314,8 @@ def launch(nproc: int, args: list[str]) -> None:
         rank, first = failure.get_first_failure()
         raise DcnnError(f"training stopped: process {rank} of {nproc} failed (exit code {first.exitcode}); "
                         "its message is above.") from None
+    except SignalException:  # Ctrl-C or a termination signal: the launcher has stopped the processes
+        raise KeyboardInterrupt from None
 
 
 def worker_count(text: str, device: str) -> int:
