@@ -1,5 +1,6 @@
 """The gradient recorder (`track_gradients`) against norms computed by hand, its CSV round trip, its
-continuation on resume, and the first/last-layer summary."""
+continuation on resume, and the first/last-layer summary. (A run writing gradients.csv/png is
+tests/train/test_every_option.py's case; the steps a run records, test_experiments_gradients.py's.)"""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ import torch
 import torch.nn as nn
 
 from dcnn.analysis.gradients import flow_summary
-from dcnn.train import make_config, resume, train
-from dcnn.train.gradients import GradientHistory, GradientRecorder, read_gradients, weighted_layers, write_gradients
+from dcnn.train.gradients import GradientHistory, GradientRecorder, read_gradients, write_gradients
 
 
 def small_net() -> nn.Sequential:
@@ -60,19 +60,21 @@ def test_flow_summary_and_history_totals_by_hand():
     assert history.total()[2].item() == pytest.approx(math.sqrt(4e-12 + 4.0))  # NaN counts as no gradient
 
 
-def test_a_tracked_run_writes_every_step_once_and_continues_on_resume(tmp_path):
-    values = dict(model="lenet5_modern", dataset="mnist_sample", train_limit=60, test_limit=50, val_size=0,
-                  epochs=1, batch_size=30, progress=False, track_gradients=True, run_dir=str(tmp_path / "run"))
-    run_dir, _ = train(make_config(values))
-    first = read_gradients(run_dir / "gradients.csv")
-    with torch.device("meta"):
-        from dcnn.models import create_model
-
-        layers = [name for name, _ in weighted_layers(create_model("lenet5_modern", num_classes=10, in_chans=1))]
-    assert first.layers == layers and first.steps == [1, 2] and first.epochs == [1, 1]
-    assert (run_dir / "gradients.png").stat().st_size > 0
-    resume(run_dir, {"epochs": 2})
-    both = read_gradients(run_dir / "gradients.csv")
-    assert both.steps == [1, 2, 3, 4] and both.epochs == [1, 1, 2, 2]
-    torch.testing.assert_close(both.norms[:2], first.norms)
-    assert bool(torch.isfinite(both.norms).all() and (both.norms > 0).all())
+def test_a_resumed_run_continues_the_record_from_its_checkpoint(tmp_path):
+    """What a resumed run does: the recorder of the new process reads gradients.csv (saved with the last
+    checkpoint, here after step 2), and the steps it records replace any written after that checkpoint."""
+    net = small_net()
+    net(torch.randn(2, 1, 6, 6)).sum().backward()
+    first = GradientRecorder(net, tmp_path)
+    for step in (1, 2):
+        first.record(step, epoch=1)
+    first.save()
+    assert (tmp_path / "gradients.png").stat().st_size > 0
+    first.record(3, epoch=2)  # recorded, then the process died before the next checkpoint
+    resumed = GradientRecorder(net, tmp_path)
+    assert resumed.steps == [1, 2] and resumed.epochs == [1, 1]
+    resumed.record(3, epoch=2)
+    resumed.record(4, epoch=2)
+    history = resumed.history()
+    assert history.steps == [1, 2, 3, 4] and history.epochs == [1, 1, 2, 2]
+    torch.testing.assert_close(history.norms[:2], first.history().norms[:2], rtol=1e-5, atol=0)

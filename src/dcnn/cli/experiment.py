@@ -18,8 +18,10 @@ def experiment_command(
     run: Annotated[Path | None, typer.Argument(help="lesion: the trained run (a residual net) to study")] = None,
     list_: Annotated[bool, typer.Option("--list", help="list the experiments with what each shows")] = False,
     size: Annotated[str, typer.Option(help="small (a quick look, seconds) or full (the real experiment)")] = "small",
-    steps: Annotated[int | None, typer.Option(help="training steps of each variant (default: the size's)")] = None,
-    subset: Annotated[int | None, typer.Option(help="training images (default: the size's)")] = None,
+    steps: Annotated[int | None, typer.Option(help="training steps of each variant (default: the size's; lesion: "
+                                                    "of the plain counterpart, default RUN's)")] = None,
+    subset: Annotated[int | None, typer.Option(help="training images (lesion: test images evaluated; default: "
+                                                     "the size's)")] = None,
     dataset: Annotated[str | None, typer.Option(help="another dataset name or image folder")] = None,
     plain: Annotated[Path | None, typer.Option(help="lesion: a trained plain run to compare with "
                                                      "(default: train RUN's plain counterpart)")] = None,

@@ -20,6 +20,7 @@ from dcnn.analysis.experiments.runner import (
     net_variant,
     plot_evals,
     plot_losses,
+    runs_outcome,
     train_variant,
 )
 from dcnn.analysis.gradients import flow_summary
@@ -60,9 +61,7 @@ def compare(settings: Settings, plan: Plan, variants: list[Variant], title: str,
     dataset = settings.dataset or plan.dataset
     note = (f"{plan.steps} steps of batch {plan.batch} on the first {plan.train} training images of {dataset}; "
             f"test accuracy on {plan.test} test images; seed {settings.seed}.")
-    outcome = Outcome(title=title, table=table, figures={"runs": [run.figure_data() for run in runs]},
-                      plots={"comparison.png": figure}, notes=[note])
-    return outcome, runs
+    return runs_outcome(title, table, runs, {"comparison.png": figure}, [note]), runs
 
 
 SGD = {"lr": 0.05}

@@ -14,6 +14,7 @@ from dcnn.analysis.experiments.runner import (
     figure_grid,
     net_variant,
     plot_losses,
+    runs_outcome,
     train_variant,
 )
 from dcnn.analysis.gradients import comparison_figure, draw_totals, flow_summary
@@ -69,10 +70,10 @@ def vanishing_gradients(settings: Settings) -> Outcome:
     figure = comparison_figure([(run.variant.label, _history(run)) for run in runs],
                                f"Gradient flow through {table[0]['weighted layers']} weighted layers "
                                f"({plan.steps} steps of SGD on {settings.dataset or plan.dataset})")
-    return Outcome(
-        title="Vanishing gradients: median weight-gradient L2 norm over the run, first and last weighted layer",
-        table=table, figures={"runs": [run.figure_data() for run in runs]}, plots={"gradients.png": figure},
-        notes=[f"{plan.steps} steps of batch {plan.batch}, SGD with momentum 0.9, lr 0.02, on the first "
+    return runs_outcome(
+        "Vanishing gradients: median weight-gradient L2 norm over the run, first and last weighted layer",
+        table, runs, {"gradients.png": figure},
+        [f"{plan.steps} steps of batch {plan.batch}, SGD with momentum 0.9, lr 0.02, on the first "
                f"{plan.train} images of {settings.dataset or plan.dataset}; test accuracy on {plan.test} test images.",
                "The first layer is the stem conv, the last the linear classifier; norms are taken before any "
                "clipping."])
@@ -111,10 +112,10 @@ def exploding_gradients(settings: Settings) -> Outcome:
     draw_totals(totals, [(run.variant.label, _history(run)) for run in runs])
     totals.set_ylabel("gradient norm before clipping")
     draw_profiles(depth, [(run.variant.label, _history(run).profile()) for run in runs])
-    return Outcome(
-        title="Exploding gradients: the same net and data, with and without clipping the gradient norm",
-        table=table, figures={"runs": [run.figure_data() for run in runs]}, plots={"exploding.png": figure},
-        notes=[f"{plan.steps} steps of batch {plan.batch}, SGD with momentum 0.9, on "
+    return runs_outcome(
+        "Exploding gradients: the same net and data, with and without clipping the gradient norm",
+        table, runs, {"exploding.png": figure},
+        [f"{plan.steps} steps of batch {plan.batch}, SGD with momentum 0.9, on "
                f"{settings.dataset or plan.dataset}.",
                "Gradient norms are of all weights together, recorded before clipping; a run stops when its loss "
                "is no longer finite."])

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import yaml
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from dcnn.analysis.experiments import register_experiment
 from dcnn.analysis.experiments.runner import (
@@ -25,6 +26,7 @@ from dcnn.analysis.experiments.runner import (
     figure_grid,
     net_variant,
     plot_losses,
+    runs_outcome,
     steps_trained,
     train_variant,
 )
@@ -97,9 +99,8 @@ def degradation(settings: Settings) -> Outcome:
         a, b = (f"{kind}-{_layers(shallow)}", f"{kind}-{_layers(deep)}")
         verdict = "higher" if losses[b] > losses[a] else "lower"
         notes.append(f"{b} ends with a {verdict} training loss than {a} ({losses[b]:.3f} against {losses[a]:.3f}).")
-    return Outcome(title="Degradation: deeper plain nets train worse, deeper residual nets better (He et al. 2016a)",
-                   table=table, figures={"runs": [run.figure_data() for run in runs]},
-                   plots={"degradation.png": figure}, notes=notes)
+    return runs_outcome("Degradation: deeper plain nets train worse, deeper residual nets better (He et al. 2016a)",
+                        table, runs, {"degradation.png": figure}, notes)
 
 
 # ----- lesion ------------------------------------------------------------------------------------
@@ -288,6 +289,7 @@ def _lesion_figure(results: dict[str, dict[str, float]], draws: int) -> Figure:
     for axes, xlabel in ((single, "deleted block (by depth)"), (random, f"blocks deleted at random (mean of {draws})"),
                          (swaps, "swapped pair of neighbours (by depth)")):
         axes.set_xlabel(xlabel)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_ylabel("test accuracy")
         axes.set_ylim(0, 1)
         axes.grid(alpha=0.3)

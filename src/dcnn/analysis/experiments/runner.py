@@ -41,7 +41,7 @@ from dcnn.fileio import atomic_output
 from dcnn.train import checkpoint as ckpt
 from dcnn.train.config import make_config, save_config
 from dcnn.train.gradients import GradientHistory, save_figure, write_gradients
-from dcnn.train.trainer import Trainer, TrainingDiverged
+from dcnn.train.trainer import Trainer, TrainingDiverged, read_metrics
 
 console = Console(stderr=True)
 
@@ -285,8 +285,6 @@ def write_history(run: VariantRun, path: Path) -> None:
 def steps_trained(run_dir: Path) -> int | None:
     """The optimizer steps a run took: the last step of an experiment variant's history.csv, or of a
     `dcnn train` run's metrics; None when neither is there."""
-    from dcnn.train.trainer import read_metrics
-
     history = run_dir / "history.csv"
     if history.is_file():
         rows = history.read_text().splitlines()
@@ -318,6 +316,12 @@ class Outcome:
 
     def cells(self) -> list[list[str]]:
         return [[format_cell(row.get(c)) for c in self.columns] for row in self.table]
+
+
+def runs_outcome(title: str, table: list[dict[str, Any]], runs: list[VariantRun], plots: dict[str, Figure],
+                 notes: list[str]) -> Outcome:
+    """The outcome of an experiment that trained `runs`: their figure data is what figures.json holds."""
+    return Outcome(title, table, {"runs": [run.figure_data() for run in runs]}, plots, notes)
 
 
 def format_cell(value: Any) -> str:
