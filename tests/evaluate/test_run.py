@@ -1,15 +1,18 @@
-"""Evaluating a saved model file on the test split of its dataset."""
+"""Using a saved model file: evaluating it on the test split of its dataset, predicting many images."""
 
 from __future__ import annotations
 
 import shutil
 
+import pytest
 import torch
+from PIL import Image
 
 from dcnn.data.mnist import load_mnist
 from dcnn.data.preprocess import Preprocess
+from dcnn.errors import DcnnError
 from dcnn.evaluate.metrics import evaluate
-from dcnn.evaluate.run import evaluate_model_file
+from dcnn.evaluate.run import evaluate_model_file, image_paths, predict_images
 from dcnn.models import create_model, get_model_cfg
 from dcnn.train import checkpoint as ckpt
 
@@ -31,3 +34,54 @@ def test_evaluation_reads_only_the_test_split(tmp_path, mnist_dir):
     images, labels = load_mnist("test", str(mnist_dir.parent))  # the same numbers, computed directly
     direct = evaluate(model, [(prep.normalize(images[:, None].float() / 255), labels)], torch.device("cpu"))
     assert result.accuracy(1) == direct.accuracy(1)
+
+
+# --- predict ------------------------------------------------------------------------------------
+
+
+def test_folders_expand_to_their_image_files_recursively_sorted(tmp_path):
+    names = ("z.png", "a/b.JPG", "a/c/d.webp", "a/.e.png", ".hidden/f.png", "notes.txt", "a/g.bmp", "a/h.gif/i.tif")
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    single = tmp_path / "given.txt"  # a file named on the command line is read as given, whatever its name
+    assert image_paths([single, tmp_path / "a", tmp_path]) == [
+        single, *(tmp_path / n for n in ("a/b.JPG", "a/c/d.webp", "a/g.bmp", "a/h.gif/i.tif")),
+        *(tmp_path / n for n in ("a/b.JPG", "a/c/d.webp", "a/g.bmp", "a/h.gif/i.tif", "z.png"))]
+    (tmp_path / "no images" / ".h.png").parent.mkdir()
+    (tmp_path / "no images" / ".h.png").write_bytes(b"")
+    (tmp_path / "no images" / "readme.md").write_bytes(b"")
+    with pytest.raises(DcnnError, match="no images holds no image files"):
+        image_paths([tmp_path / "no images"])
+
+
+def test_batches_predict_what_images_one_by_one_predict(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("lenet5_modern", num_classes=4, maps=(4, 8, 16)).eval()
+    prep = Preprocess.for_training(get_model_cfg("lenet5_modern"), 1, (28, 28))
+    generator = torch.Generator().manual_seed(0)
+    paths = []
+    for i in range(6):
+        paths.append(tmp_path / f"{i}.png")
+        pixels = torch.randint(0, 256, (20 + 3 * i, 30, 3), generator=generator, dtype=torch.uint8)
+        Image.fromarray(pixels.numpy()).save(paths[-1])
+    paths.insert(3, tmp_path / "missing.png")
+    names = ["w", "x", "y", "z"]
+    calls = []
+
+    def classify(x: torch.Tensor) -> torch.Tensor:
+        calls.append(len(x))
+        return model(x)
+
+    batched = predict_images(classify, prep, names, paths, top=4, batch_size=3)
+    assert calls == [3, 2, 1]  # batches of 3 paths; the missing file leaves its batch one short
+    calls.clear()
+    single = predict_images(classify, prep, names, paths, top=4, batch_size=1)
+    assert calls == [1] * 6
+    assert batched[1] == single[1] and [p for p, _ in single[1]] == [tmp_path / "missing.png"]
+    assert [p for p, _ in batched[0]] == [p for p, _ in single[0]] == paths[:3] + paths[4:]
+    for (_, many), (_, one) in zip(batched[0], single[0], strict=True):
+        assert [n for n, _ in many] == [n for n, _ in one]
+        assert max(abs(p - q) for (_, p), (_, q) in zip(many, one, strict=True)) < 1e-6
+    with pytest.raises(DcnnError, match="--batch-size 0"):
+        predict_images(classify, prep, names, paths, batch_size=0)

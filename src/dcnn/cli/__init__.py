@@ -272,24 +272,38 @@ def eval_command(
 
 @app.command("predict")
 def predict_command(
-    checkpoint: Annotated[Path, typer.Argument(help="a run directory or a model .safetensors file")],
-    images: Annotated[list[Path], typer.Argument(help="PNG/JPEG files")],
+    checkpoint: Annotated[Path, typer.Argument(
+        help="a run directory or a model .safetensors file (with --runtime onnx: an .onnx file, or a run "
+             "exported with `dcnn export`)")],
+    images: Annotated[list[Path], typer.Argument(help="PNG/JPEG files, or folders of them (read recursively)")],
     top: Annotated[int, typer.Option(help="how many classes to show")] = 5,
     invert: Annotated[bool, typer.Option(help="dark digits on light paper: invert first")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="images read and classified at once")] = 32,
+    runtime: Annotated[str, typer.Option(help="torch (the model) or onnx (its exported graph in onnxruntime)")
+                       ] = "torch",
+    fast: Annotated[bool, typer.Option(help="torch: batch norm folded into convolutions, channels-last, "
+                                            "inference mode (the same predictions, faster)")] = True,
+    compile_: Annotated[bool, typer.Option("--compile", help="torch: also torch.compile the model (the first "
+                                                             "batch compiles for tens of seconds)")] = False,
+    progress: Annotated[bool, typer.Option(help="show a progress bar (only on a terminal)")] = True,
 ) -> None:
     """Classify images with a trained model; prints the top classes with probabilities."""
     if top < 1:
         raise DcnnError(f"--top {top}: give how many of the most likely classes to show, at least 1.")
-    from dcnn.evaluate.run import predict_files
+    from dcnn.evaluate.run import image_paths, predict_images
+    from dcnn.export.predict import load_predictor
 
-    predictions, failures = predict_files(checkpoint, images, top, invert, device)
+    paths = image_paths(images)
+    predictor = load_predictor(checkpoint, runtime, device, invert, fast, compile_)
+    predictions, failures = predict_images(predictor.classify, predictor.preprocess, predictor.class_names, paths,
+                                           top, batch_size, predictor.device, None if progress else False)
     for path, ranked in predictions:
         out.print(f"{path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in ranked), highlight=False)
     for path, message in failures:
         err.print(f"error: {path}: {message}", highlight=False)
     if failures:
-        err.print(f"{len(failures)} of {len(images)} images could not be read.")
+        err.print(f"{len(failures)} of {len(paths)} images could not be read.")
         raise typer.Exit(1)
 
 

@@ -6,12 +6,16 @@ prepare images exactly as training did.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from dcnn.data.datasets import load_test_split
+from dcnn.data.folder import IMAGE_EXTENSIONS, _scan_class_folder
 from dcnn.data.images import load_images
 from dcnn.data.pipeline import at_size, make_batches, model_inputs
 from dcnn.data.preprocess import Preprocess
@@ -75,7 +79,13 @@ def evaluate_model_file(
     return result, report_dir, names
 
 
-def predict_tensor(model: torch.nn.Module, x: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Tensor]:
+# A classifier as prediction sees it: a batch of model input (N, C, H, W) in, logits (N, classes) out
+# (a model, or an exported graph in an inference session).
+Classify = Callable[[torch.Tensor], torch.Tensor]
+Predictions = list[tuple[Path, list[tuple[str, float]]]]
+
+
+def predict_tensor(model: Classify, x: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-`top` (probabilities, class indices) for a batch."""
     with torch.no_grad():
         logits = model(x)
@@ -83,17 +93,57 @@ def predict_tensor(model: torch.nn.Module, x: torch.Tensor, top: int) -> tuple[t
     return probs.topk(min(top, probs.shape[1]), dim=1)
 
 
+def image_paths(sources: Sequence[str | Path]) -> list[Path]:
+    """The images to classify: files as given, and each folder's image files (by extension, in any
+    subfolder, hidden files and folders left out), sorted."""
+    paths: list[Path] = []
+    for source in map(Path, sources):
+        if not source.is_dir():
+            paths.append(source)
+            continue
+        found = _scan_class_folder(source, [])
+        if not found:
+            raise DcnnError(f"{source} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
+                            "give image files or a folder of them.")
+        paths.extend(found)
+    return paths
+
+
+def predict_images(
+    classify: Classify, preprocess: Preprocess, class_names: Sequence[str], images: Sequence[Path], top: int = 5,
+    batch_size: int = 32, device: torch.device | str = "cpu", progress: bool | None = False,
+) -> tuple[Predictions, list[tuple[Path, str]]]:
+    """Top-`top` (class name, probability) for each readable image, read and classified `batch_size` at
+    a time, and (path, message) for the others. `progress`: a progress bar on stderr (None: when stderr
+    is a terminal)."""
+    if batch_size < 1:
+        raise DcnnError(f"--batch-size {batch_size}: give how many images to classify at once, at least 1.")
+    console = Console(stderr=True)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=console, transient=True, disable=not (console.is_terminal if progress is None else progress))
+    predictions: Predictions = []
+    failures: list[tuple[Path, str]] = []
+    with bar:
+        task = bar.add_task("classifying", total=len(images))
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            batch, good, bad = load_images(chunk, preprocess)
+            failures.extend(bad)
+            if good:
+                probs, classes = predict_tensor(classify, batch.to(device), top)
+                predictions.extend((path, [(class_names[c], p) for c, p in zip(c_row, p_row, strict=True)])
+                                   for path, p_row, c_row in zip(good, probs.tolist(), classes.tolist(), strict=True))
+            bar.advance(task, len(chunk))
+    return predictions, failures
+
+
 def predict_files(
-    source: str | Path, images: list[Path], top: int = 5, invert: bool = False, device: str = "auto"
-) -> tuple[list[tuple[Path, list[tuple[str, float]]]], list[tuple[Path, str]]]:
-    """Top-`top` (class name, probability) for each readable image, and (path, message) for the others."""
+    source: str | Path, images: Sequence[Path], top: int = 5, invert: bool = False, device: str = "auto",
+    batch_size: int = 32, progress: bool | None = False,
+) -> tuple[Predictions, list[tuple[Path, str]]]:
+    """Top-`top` (class name, probability) for each readable image, and (path, message) for the others,
+    with a run's model (or a dcnn model file) in eval mode."""
     dev = resolve_device(device)
     model, meta = load_model_file(model_file_of(source), dev)
-    batch, good, failures = load_images(images, preprocess_of(meta, invert))
-    names = class_names_of(model, meta)
-    predictions = []
-    if len(good):
-        probs, classes = predict_tensor(model, batch.to(dev), top)
-        for path, p_row, c_row in zip(good, probs.tolist(), classes.tolist(), strict=True):
-            predictions.append((path, [(names[c], p) for c, p in zip(c_row, p_row, strict=True)]))
-    return predictions, failures
+    return predict_images(model, preprocess_of(meta, invert), class_names_of(model, meta), images, top, batch_size,
+                          dev, progress)

@@ -1,0 +1,48 @@
+"""The classifier `dcnn predict` runs: a trained model (prepared by :func:`dcnn.export.fast.fast_inference`
+unless told otherwise) or its exported ONNX graph in onnxruntime, with the preprocessing each carries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from dcnn.data.preprocess import Preprocess
+from dcnn.errors import DcnnError
+from dcnn.evaluate.run import Classify, class_names_of, model_file_of, preprocess_of
+from dcnn.export.fast import fast_inference
+from dcnn.export.runtime import OnnxClassifier
+from dcnn.train.checkpoint import load_model_file
+from dcnn.train.trainer import resolve_device
+
+RUNTIMES = ("torch", "onnx")
+
+
+@dataclass
+class Predictor:
+    """What classifying images needs: the classifier, how images become its input, the class names and
+    the device its input goes to."""
+
+    classify: Classify
+    preprocess: Preprocess
+    class_names: list[str]
+    device: torch.device
+
+
+def load_predictor(source: str | Path, runtime: str = "torch", device: str = "auto", invert: bool = False,
+                   fast: bool = True, compile: bool = False) -> Predictor:
+    """The classifier of a run (or model file) for `runtime` "torch", or of its exported ONNX model (or
+    an .onnx file) for "onnx". `fast` and `compile` choose the torch path (see :mod:`dcnn.export.fast`)."""
+    if runtime not in RUNTIMES:
+        raise DcnnError(f"--runtime {runtime!r}: choose {' or '.join(RUNTIMES)}.")
+    if runtime == "onnx":
+        if device not in ("auto", "cpu"):
+            raise DcnnError(f"--runtime onnx runs on the CPU; leave out --device {device}.")
+        session = OnnxClassifier(source)
+        return Predictor(session, replace(session.info.preprocess, invert=invert), session.info.class_names,
+                         torch.device("cpu"))
+    dev = resolve_device(device)
+    model, meta = load_model_file(model_file_of(source), dev)
+    classify = fast_inference(model, compile) if fast or compile else model
+    return Predictor(classify, preprocess_of(meta, invert), class_names_of(model, meta), dev)

@@ -1,0 +1,68 @@
+"""onnxruntime computes what PyTorch computes, for one model of every family in the zoo."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from dcnn.data.preprocess import Preprocess
+from dcnn.export import export_classifier
+from dcnn.export.runtime import OnnxClassifier
+from dcnn.models import create_model, list_models
+from dcnn.models._registry import get_entry
+from tests.export.conftest import calibrate
+
+# The smallest variant of each family, and the defining one where the smallest lacks what makes the
+# family (plain18 and plain20 have no shortcuts); a family added later is represented by its variant
+# with the fewest parameters.
+REPRESENTATIVES = {"resnet": "resnet18", "cifar_resnet": "resnet20", "preact_resnet": "preact_resnet18",
+                   "mobilenet": "mobilenet_v2", "densenet": "densenet_bc_100_k12", "googlenet": "googlenet",
+                   "alexnet": "alexnet", "vgg": "vgg11_bn"}
+FAMILIES: dict[str, list[str]] = {}
+for _name in list_models():
+    FAMILIES.setdefault(get_entry(_name).family, []).append(_name)
+# torch's exporter takes 3 to 45 s of CPU a model, about 210 s for one of every family (BENCHMARKS.md). By
+# default three families check what has gone wrong: LeNet-5's sum pooling (avg_pool2d's divisor_override),
+# residual blocks with batch norm, GoogLeNet's auxiliary classifiers (main output only);
+# DCNN_EXPORT_PARITY=all checks every family.
+DEFAULT_FAMILIES = ("lenet", "cifar_resnet", "googlenet")
+EVERY_FAMILY = os.environ.get("DCNN_EXPORT_PARITY") == "all"
+
+
+def representative(family: str) -> str:
+    return REPRESENTATIVES.get(family) or min(FAMILIES[family], key=lambda n: get_entry(n).cfg.num_params or 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", [
+    pytest.param(family, marks=pytest.mark.skipif(
+        not EVERY_FAMILY and family not in DEFAULT_FAMILIES, reason="set DCNN_EXPORT_PARITY=all to check every family"))
+    for family in sorted(FAMILIES)])
+def test_onnxruntime_matches_pytorch(family, tmp_path):
+    name = representative(family)
+    _, min_h, min_w = get_entry(name).cfg.min_input_size
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10)
+    size = (model.in_chans, max(min_h, 32), max(min_w, 32))  # small, at least the model's minimum
+    images = torch.randn(9, *size, generator=torch.Generator().manual_seed(0))
+    model = calibrate(model, images[1:])
+    prep = replace(Preprocess.for_model(model), input_size=size)
+    path = export_classifier(model, prep, [str(i) for i in range(10)], tmp_path / "m.onnx")
+    session = OnnxClassifier(path)
+    assert [o.name for o in session.session.get_outputs()] == ["logits"]  # auxiliary heads are not exported
+    assert session.session.get_inputs()[0].shape == [1, *size]
+    x = images[:1]
+    with torch.no_grad():
+        expected = model(x).numpy()
+    got = session(x).numpy()
+    spread = expected.max() - expected.min()
+    assert got.shape == (1, 10) and spread > 1e-6
+    # fp32 parity: below 1e-4 of the logits' spread (what decides a prediction; 1e-4 itself where logits are
+    # O(1), as a trained model's are: from random weights they range from 1e-3 to 1e2), plus 64 float32
+    # roundings of their magnitude (LeNet-5's RBF logits are all near -84, their spread 0.01).
+    tolerance = 1e-4 * spread + 64 * np.finfo(np.float32).eps * np.abs(expected).max()
+    assert np.abs(got - expected).max() < tolerance, f"{name}: {np.abs(got - expected).max()} > {tolerance}"

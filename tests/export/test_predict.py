@@ -1,0 +1,49 @@
+"""`dcnn predict` on many images: the exported graph in onnxruntime predicts what the model does, and
+the fast torch path what the plain model does; progress bars only on a terminal."""
+
+from __future__ import annotations
+
+import shutil
+
+from dcnn.evaluate.run import image_paths, predict_images
+from dcnn.export.predict import load_predictor
+from tests.test_cli import dcnn_in_process
+
+
+def test_onnx_runtime_and_fast_path_predict_what_the_model_predicts(run_dir, exported, image_folder, tmp_path):
+    images = image_paths([image_folder])
+    ranked = {}
+    for runtime, fast in (("torch", False), ("torch", True), ("onnx", False)):
+        predictor = load_predictor(run_dir, runtime, "cpu", fast=fast)
+        predictions, failures = predict_images(predictor.classify, predictor.preprocess, predictor.class_names,
+                                               images, top=10, batch_size=4)
+        assert not failures and [path for path, _ in predictions] == images
+        ranked[runtime, fast] = [dict(top) for _, top in predictions]
+    reference = ranked["torch", False]
+    for other in (ranked["torch", True], ranked["onnx", False]):
+        for expected, got in zip(reference, other, strict=True):
+            assert expected.keys() == got.keys()
+            assert max(abs(expected[name] - got[name]) for name in expected) < 1e-6
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG, but truncated")
+    shown = {}
+    for options in ((), ("--runtime", "onnx"), ("--no-fast",)):
+        done = dcnn_in_process("predict", str(run_dir), str(image_folder), str(broken), "--top", "3", *options)
+        assert done.returncode == 1 and done.stderr.count("error: ") == 1, done.stderr
+        assert "broken.png is not an image file" in done.stderr
+        assert "1 of 8 images could not be read" in done.stderr
+        shown[options] = done.stdout.splitlines()
+    assert len(shown[()]) == 7 and shown[()] == shown["--runtime", "onnx"] == shown["--no-fast",]
+
+
+def test_progress_bar_only_on_a_terminal(run_dir, image_folder, monkeypatch, tmp_path):
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(image_folder / "a.png", one / "a.png")
+    piped = dcnn_in_process("predict", str(run_dir), str(one))
+    assert piped.returncode == 0 and piped.stderr == ""
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich then takes stderr for a terminal
+    shown = dcnn_in_process("predict", str(run_dir), str(one))
+    assert "classifying" in shown.stderr and "1/1" in shown.stderr
+    assert dcnn_in_process("predict", str(run_dir), str(one), "--no-progress").stderr == ""
