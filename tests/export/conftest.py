@@ -14,20 +14,7 @@ from dcnn.models import create_model, get_model_cfg
 from dcnn.train import checkpoint as ckpt
 
 CLASSES = [f"digit {i}" for i in range(10)]
-OPTIONS = {"maps": [4, 8, 16]}
-
-
-def save_run(folder: Path, seed: int = 0) -> Path:
-    """A run folder holding a LeNet-5 (modern, narrow) model file with MNIST preprocessing and class names;
-    the weights are random (exporting and predicting do not need a trained model)."""
-    torch.manual_seed(seed)
-    model = create_model("lenet5_modern", **OPTIONS).eval()
-    prep = Preprocess.for_training(get_model_cfg("lenet5_modern"), 1, (28, 28))
-    meta = ckpt.model_metadata(model, {"model_options": OPTIONS, "class_names": CLASSES,
-                                       "preprocessing": prep.to_dict(), "dataset": "mnist"})
-    folder.mkdir(parents=True, exist_ok=True)
-    ckpt.save_model_file(model, folder / "model.safetensors", meta)
-    return folder
+OPTIONS = {"maps": [4, 8, 16], "batch_norm": True}
 
 
 def calibrate(model: nn.Module, x: torch.Tensor) -> nn.Module:
@@ -40,6 +27,20 @@ def calibrate(model: nn.Module, x: torch.Tensor) -> nn.Module:
     with torch.no_grad():
         model.train()(x)
     return model.eval()
+
+
+def save_run(folder: Path, seed: int = 0) -> Path:
+    """A run folder holding a LeNet-5 (modern, narrow, batch norm) model file with MNIST preprocessing and
+    class names; the weights are random (exporting and predicting do not need a trained model), the
+    batch-norm statistics from random images."""
+    torch.manual_seed(seed)
+    model = calibrate(create_model("lenet5_modern", **OPTIONS), torch.rand(16, 1, 28, 28))
+    prep = Preprocess.for_training(get_model_cfg("lenet5_modern"), 1, (28, 28))
+    meta = ckpt.model_metadata(model, {"model_options": OPTIONS, "class_names": CLASSES,
+                                       "preprocessing": prep.to_dict(), "dataset": "mnist"})
+    folder.mkdir(parents=True, exist_ok=True)
+    ckpt.save_model_file(model, folder / "model.safetensors", meta)
+    return folder
 
 
 @pytest.fixture(scope="session")

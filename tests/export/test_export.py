@@ -124,3 +124,16 @@ def test_fast_inference_folds_batch_norm_and_computes_the_same_function():
         expected = model(x)
     assert expected.abs().max() > 1  # calibrated: logits of a size where 1e-5 means something
     assert (fast(x) - expected).abs().max() < 1e-5
+
+
+@pytest.mark.slow
+def test_compiled_fast_inference_computes_the_same_function():
+    """torch.compile (about 10 s of CPU with an empty inductor cache, most of it compiling C++)."""
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 8, 8)
+    model = calibrate(nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                    nn.Flatten(), nn.Linear(4, 3)), x)
+    fast = fast_inference(model, compile=True)
+    assert isinstance(fast.run, torch._dynamo.eval_frame.OptimizedModule)
+    with torch.no_grad():
+        assert (fast(x) - model(x)).abs().max() < 1e-5

@@ -3,11 +3,15 @@ the fast torch path what the plain model does; progress bars only on a terminal.
 
 from __future__ import annotations
 
+import os
 import shutil
 
+import torch
+
 from dcnn.evaluate.run import image_paths, predict_images
+from dcnn.export.fast import idle_cores
 from dcnn.export.predict import load_predictor
-from tests.test_cli import dcnn_in_process
+from tests.test_cli import assert_user_error, dcnn_in_process
 
 
 def test_onnx_runtime_and_fast_path_predict_what_the_model_predicts(run_dir, exported, image_folder, tmp_path):
@@ -47,3 +51,26 @@ def test_progress_bar_only_on_a_terminal(run_dir, image_folder, monkeypatch, tmp
     shown = dcnn_in_process("predict", str(run_dir), str(one))
     assert "classifying" in shown.stderr and "1/1" in shown.stderr
     assert dcnn_in_process("predict", str(run_dir), str(one), "--no-progress").stderr == ""
+
+
+def test_threads_are_the_idle_cores_unless_given(run_dir, image_folder, monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    for load, idle in ((0.2, 4), (1.6, 2), (2.5, 2), (3.6, 1), (9.0, 1)):  # rounded, at least 1
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
+        assert idle_cores() == idle
+
+    def no_load_average() -> tuple[float, float, float]:
+        raise OSError("not here")
+
+    monkeypatch.setattr(os, "getloadavg", no_load_average)
+    assert idle_cores() == 4
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 0.0, 0.0))
+        load_predictor(run_dir)
+        assert torch.get_num_threads() == 1
+        done = dcnn_in_process("predict", str(run_dir), str(image_folder / "a.png"), "--threads", "3")
+        assert done.returncode == 0 and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    assert_user_error(dcnn_in_process("predict", str(run_dir), "a.png", "--threads", "0"), "--threads 0")

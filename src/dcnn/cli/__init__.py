@@ -286,6 +286,8 @@ def predict_command(
                                             "inference mode (the same predictions, faster)")] = True,
     compile_: Annotated[bool, typer.Option("--compile", help="torch: also torch.compile the model (the first "
                                                              "batch compiles for tens of seconds)")] = False,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: the cores other work leaves idle)")
+                       ] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar (only on a terminal)")] = True,
 ) -> None:
     """Classify images with a trained model; prints the top classes with probabilities."""
@@ -295,7 +297,7 @@ def predict_command(
     from dcnn.export.predict import load_predictor
 
     paths = image_paths(images)
-    predictor = load_predictor(checkpoint, runtime, device, invert, fast, compile_)
+    predictor = load_predictor(checkpoint, runtime, device, invert, fast, compile_, threads)
     predictions, failures = predict_images(predictor.classify, predictor.preprocess, predictor.class_names, paths,
                                            top, batch_size, predictor.device, None if progress else False)
     for path, ranked in predictions:

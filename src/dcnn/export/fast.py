@@ -14,6 +14,11 @@
    parameter-only computations folded, elementwise operations fused into the convolutions' loops).
    The first batch of each shape compiles (tens of seconds; inductor caches the code on disk).
 
+Threads: :func:`idle_cores` is how many threads `dcnn predict` gives torch (and onnxruntime). On a
+machine busy with other work, OpenMP threads wait for each other at every layer while one of them is
+descheduled: LeNet-5 at batch 1 ran at 10 images/s on 2 threads with the other core busy, and at
+1,400 on one thread (BENCHMARKS.md).
+
 Everything stays fp32, so predictions are the model's (bf16 would help only where the CPU computes
 it natively, :func:`dcnn.train.trainer.native_bf16`; emulated on AVX2 it is several times slower).
 BENCHMARKS.md measures each step against eager fp32 and onnxruntime.
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import os
 
 import torch
 import torch.nn as nn
@@ -71,3 +77,14 @@ def fast_inference(model: nn.Module, compile: bool = False) -> FastInference:
     """A copy of `model` prepared for fast inference (see the module docstring); the model itself is
     left as it is."""
     return FastInference(model, compile)
+
+
+def idle_cores() -> int:
+    """The cores other processes leave idle: the logical CPUs less the one-minute load average, rounded,
+    at least 1 (all of them where the load average is unknown)."""
+    cpus = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return cpus
+    return max(1, min(cpus, round(cpus - load)))

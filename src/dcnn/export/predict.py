@@ -11,7 +11,7 @@ import torch
 from dcnn.data.preprocess import Preprocess
 from dcnn.errors import DcnnError
 from dcnn.evaluate.run import Classify, class_names_of, model_file_of, preprocess_of
-from dcnn.export.fast import fast_inference
+from dcnn.export.fast import fast_inference, idle_cores
 from dcnn.export.runtime import OnnxClassifier
 from dcnn.train.checkpoint import load_model_file
 from dcnn.train.trainer import resolve_device
@@ -31,18 +31,25 @@ class Predictor:
 
 
 def load_predictor(source: str | Path, runtime: str = "torch", device: str = "auto", invert: bool = False,
-                   fast: bool = True, compile: bool = False) -> Predictor:
+                   fast: bool = True, compile: bool = False, threads: int | None = None) -> Predictor:
     """The classifier of a run (or model file) for `runtime` "torch", or of its exported ONNX model (or
-    an .onnx file) for "onnx". `fast` and `compile` choose the torch path (see :mod:`dcnn.export.fast`)."""
+    an .onnx file) for "onnx". `fast` and `compile` choose the torch path (see :mod:`dcnn.export.fast`).
+    CPU inference runs on `threads` threads (None: :func:`~dcnn.export.fast.idle_cores`); for torch this
+    sets the process's thread count (``torch.set_num_threads``)."""
     if runtime not in RUNTIMES:
         raise DcnnError(f"--runtime {runtime!r}: choose {' or '.join(RUNTIMES)}.")
+    if threads is not None and threads < 1:
+        raise DcnnError(f"--threads {threads}: give at least 1, or leave it out to use the idle cores.")
+    threads = threads or idle_cores()
     if runtime == "onnx":
         if device not in ("auto", "cpu"):
             raise DcnnError(f"--runtime onnx runs on the CPU; leave out --device {device}.")
-        session = OnnxClassifier(source)
+        session = OnnxClassifier(source, threads)
         return Predictor(session, replace(session.info.preprocess, invert=invert), session.info.class_names,
                          torch.device("cpu"))
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        torch.set_num_threads(threads)
     model, meta = load_model_file(model_file_of(source), dev)
     classify = fast_inference(model, compile) if fast or compile else model
     return Predictor(classify, preprocess_of(meta, invert), class_names_of(model, meta), dev)
