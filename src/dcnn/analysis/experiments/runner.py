@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn as nn
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -53,8 +54,8 @@ CIFAR10 = "cifar10-jpeg"  # a plan's dataset: the CIFAR-10 image folder under $D
 class Plan:
     """How big an experiment runs: optimizer `steps` of `batch` images from the first `train` training
     images of `dataset` (`val` more held out for validation), evaluated `evals` times (and before the
-    first step) on `test` test images and, with `eval_train`, on that many training images in
-    evaluation mode. `net` holds model options and `config` TrainConfig values for this size (a
+    first step) on `test` test images and, with `eval_train`, on that many training images (a seeded
+    sample) in evaluation mode. `net` holds model options and `config` TrainConfig values for this size (a
     narrower net, a smaller `image_size`)."""
 
     dataset: str
@@ -212,7 +213,9 @@ def _evaluate(trainer: Trainer, step: int, plan: Plan) -> dict[str, float]:
         row.update(val_loss=val.mean_loss, val_acc=val.accuracy(1))
     train = trainer.data.train
     if plan.eval_train and isinstance(train, TensorBatches):
-        seen = TensorBatches(train.images[: plan.eval_train], train.labels[: plan.eval_train], 500)
+        # the same seeded sample at every evaluation (image folders are stored class by class)
+        pick = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(0))[: plan.eval_train]
+        seen = TensorBatches(train.images[pick], train.labels[pick], 500)
         result = trainer.evaluate_on(seen, topk=(1,), num_hardest=0)
         row.update(train_eval_loss=result.mean_loss, train_eval_acc=result.accuracy(1))
     return row
@@ -370,10 +373,13 @@ def smooth(values: list[float], window: int) -> list[float]:
 
 
 def plot_losses(axes: Axes, runs: list[VariantRun], log: bool = False) -> None:
-    """Each run's training loss by step, smoothed over 1/25 of the steps."""
+    """Each run's training loss by step, smoothed over 1/25 of the steps (marked step by step when
+    there are few, as for a run that diverged early)."""
     for run in runs:
         window = max(1, len(run.losses) // 25)
-        axes.plot(range(1, len(run.losses) + 1), smooth(run.losses, window), label=run.variant.label)
+        label = run.variant.label + (f" (diverged at step {run.diverged_at})" if run.diverged_at else "")
+        axes.plot(range(1, len(run.losses) + 1), smooth(run.losses, window), "-o" if len(run.losses) <= 50 else "-",
+                  markersize=3, label=label)
     if log:
         axes.set_yscale("log")
     axes.set_xlabel("training step")
