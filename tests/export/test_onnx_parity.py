@@ -18,16 +18,17 @@ from dcnn.models import create_model, list_models
 from dcnn.models._registry import get_entry
 from tests.export.conftest import calibrate
 
-# The smallest variant of each family, and the defining one where the smallest lacks what makes the
-# family (plain18 and plain20 have no shortcuts); a family added later is represented by its variant
-# with the fewest parameters.
+# One model a family. Those listed: a variant with what defines the family (plain18 and plain20 lack the
+# shortcuts, mobilenet_v2 has inverted residuals, googlenet its auxiliary classifiers, vgg11_bn batch norm),
+# small enough to export quickly. Any other family (one added later too): its variant with the fewest
+# parameters.
 REPRESENTATIVES = {"resnet": "resnet18", "cifar_resnet": "resnet20", "preact_resnet": "preact_resnet18",
                    "mobilenet": "mobilenet_v2", "densenet": "densenet_bc_100_k12", "googlenet": "googlenet",
                    "alexnet": "alexnet", "vgg": "vgg11_bn"}
 FAMILIES: dict[str, list[str]] = {}
 for _name in list_models():
     FAMILIES.setdefault(get_entry(_name).family, []).append(_name)
-# torch's exporter takes 2 to 45 s of CPU a model, about 210 s for one of every family (BENCHMARKS.md). By
+# torch's exporter takes 2 to 33 s of CPU a model, 130 to 210 s for one of every family (BENCHMARKS.md). By
 # default two families check what has gone wrong: LeNet-5's sum pooling (avg_pool2d's divisor_override) and
 # GoogLeNet's auxiliary classifiers (main output only); batch norm is checked by test_export.py's model.
 # DCNN_EXPORT_PARITY=all checks every family.

@@ -3,8 +3,8 @@ class names, written all or nothing.
 
 ONNX goes through torch's torch.export-based exporter (``torch.onnx.export(..., dynamo=True)``,
 the default since torch 2.9; the TorchScript one is deprecated, and cannot export the adaptive
-pooling of AlexNet's, ZFNet's and VGG's heads at small inputs). It costs more time than the
-TorchScript one, most of it rebuilding its operator table on every call (BENCHMARKS.md).
+pooling of AlexNet's, ZFNet's and VGG's heads at small inputs). It takes several times longer than
+the TorchScript one: 2 to 33 s of CPU a model (BENCHMARKS.md).
 Its translation of ``avg_pool2d`` ignores ``divisor_override`` (it averages where PyTorch divides
 by the override: LeNet-5's 2x2 sum subsampling came out 4x too small), so :func:`_avg_pool2d`
 replaces it.
@@ -20,6 +20,7 @@ time (batch 1).
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
@@ -105,9 +106,10 @@ def export_classifier(
         if fmt == "onnx":
             _write_onnx(graph, example, dynamic_shapes, opset, info, out)
         else:
-            program = torch.export.export(graph, (example,), dynamic_shapes=dynamic_shapes)
+            archive = io.BytesIO()  # torch.export.save takes a path or a buffer
+            torch.export.save(torch.export.export(graph, (example,), dynamic_shapes=dynamic_shapes), archive)
             with atomic_output(out) as handle:
-                torch.export.save(program, handle)
+                handle.write(archive.getbuffer())
                 write_sidecar(out, info)  # inside: a failure here removes the half-written program too
     return out
 
