@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -41,6 +40,7 @@ from pathlib import Path
 import onnxruntime as ort
 import torch
 import torch.nn as nn
+from data_pipeline import cpu_model  # the machine line of the other benchmarks
 
 from dcnn.data.images import load_images
 from dcnn.data.preprocess import Preprocess
@@ -52,17 +52,6 @@ from dcnn.train.trainer import native_bf16
 
 MODELS = ("lenet5", "resnet18", "mobilenet_v2")
 BATCHES = (1, 32)
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (the processor, where there is no model name)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def calibrated(name: str, images: torch.Tensor) -> nn.Module:

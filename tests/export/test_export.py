@@ -109,6 +109,8 @@ def test_bad_export_requests_get_one_line(run_dir, tmp_path):
     (tmp_path / "fake.onnx").write_bytes(b"not a protobuf")
     with pytest.raises(DcnnError, match="not a readable ONNX file"):
         read_export_info(tmp_path / "fake.onnx")
+    assert_user_error(run("predict", str(tmp_path / "fake.onnx"), str(tmp_path / "x.png"), "--runtime", "onnx"),
+                      "fake.onnx is not an ONNX model onnxruntime can load")
 
 
 def test_fast_inference_folds_batch_norm_and_computes_the_same_function():

@@ -93,10 +93,11 @@ def read_export_info(path: str | Path) -> ExportInfo:
         raise DcnnError(f"exported model {str(path)!r} not found; export one with `dcnn export RUN`.")
     if path.suffix == ".onnx":
         import onnx
+        from google.protobuf.message import DecodeError
 
         try:
             proto = onnx.load(str(path), load_external_data=False)
-        except Exception as err:  # onnx raises protobuf's DecodeError and others; all mean "not ONNX"
+        except (DecodeError, OSError) as err:
             raise DcnnError(f"{path} is not a readable ONNX file ({type(err).__name__}); export it again.") from None
         return ExportInfo.from_strings({p.key: p.value for p in proto.metadata_props}, str(path))
     sidecar = sidecar_path(path)

@@ -33,8 +33,7 @@ def onnx_file_of(source: str | Path) -> Path:
 class OnnxClassifier:
     """An exported classifier in an onnxruntime session: called on a batch (N, C, H, W) of graph input
     (``info.preprocess`` of each image) it returns the logits (N, classes). A graph exported without
-    a dynamic batch reads a fixed number of images per run; larger batches are cut into runs of that
-    size.
+    a dynamic batch reads one image a run; a batch then takes one run per image.
 
     Attributes:
         info: the model name, preprocessing and class names from the file's metadata.
@@ -42,13 +41,14 @@ class OnnxClassifier:
 
     def __init__(self, path: str | Path, threads: int = 0) -> None:
         import onnxruntime as ort
+        from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, InvalidGraph, InvalidProtobuf
 
         path = onnx_file_of(path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # 0: onnxruntime's default, one per physical core
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime reports every load problem as a generic Fail/InvalidGraph
+        except (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf) as err:
             raise DcnnError(f"{path} is not an ONNX model onnxruntime can load: {str(err).splitlines()[0]}") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         self.info = ExportInfo.from_strings(meta, str(path))
