@@ -85,8 +85,10 @@ def test_train_eval_predict_round_trip(tmp_path, images_dir):
     run_dir = tmp_path / "run"
     done = dcnn("train", "--model", "lenet5", "--dataset", "mnist_sample", "--epochs", "1", "--no-progress",
                 "--run-dir", str(run_dir), "--set", "train_limit=1000", "--set", "val_size=100", "--lr", "0.05",
-                "--batch-size", "16", "--set", "model_options={rbf_scale: 0.1}")
+                "--batch-size", "16", "--set", "model_options={rbf_scale: 0.1}", "--track-gradients")
     assert done.returncode == 0, done.stderr
+    steps = (run_dir / "gradients.csv").read_text().splitlines()[1:]
+    assert len(steps) == 63 and (run_dir / "gradients.png").is_file()  # one row per step: 1000 images / 16
     accuracy = float(re.search(r"test accuracy: ([\d.]+)%", done.stdout).group(1))
     assert accuracy > 30  # 56 steps of LeNet-5 reach 47%; chance (a broken pipeline) is 10%
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 
 import numpy as np
@@ -28,14 +27,11 @@ REPRESENTATIVES = {"resnet": "resnet18", "cifar_resnet": "resnet20", "preact_res
 FAMILIES: dict[str, list[str]] = {}
 for _name in list_models():
     FAMILIES.setdefault(get_entry(_name).family, []).append(_name)
-# torch's exporter takes 2 to 33 s of CPU a model, 130 to 210 s for one of every family (BENCHMARKS.md). By
-# default two families check what has gone wrong: LeNet-5's sum pooling (avg_pool2d's divisor_override) and
-# GoogLeNet's auxiliary classifiers (main output only); batch norm is checked by test_export.py's model.
-# DCNN_EXPORT_PARITY=all checks every family.
-DEFAULT_FAMILIES = ("lenet", "googlenet")
-# The lowest and highest operator sets, on the families that always run; torch.onnx's default elsewhere.
+# torch's exporter takes 2 to 33 s of CPU a model, 130 to 210 s for one of every family (BENCHMARKS.md); the
+# cases spread over the test workers. The lowest and highest operator sets on LeNet-5 (sum pooling:
+# avg_pool2d's divisor_override) and GoogLeNet (auxiliary classifiers: main output only); torch.onnx's
+# default elsewhere.
 OPSETS = {"lenet": MIN_OPSET, "googlenet": MAX_OPSET}
-EVERY_FAMILY = os.environ.get("DCNN_EXPORT_PARITY") == "all"
 
 
 def representative(family: str) -> str:
@@ -43,10 +39,7 @@ def representative(family: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", [
-    pytest.param(family, marks=pytest.mark.skipif(
-        not EVERY_FAMILY and family not in DEFAULT_FAMILIES, reason="set DCNN_EXPORT_PARITY=all to check every family"))
-    for family in sorted(FAMILIES)])
+@pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_onnxruntime_matches_pytorch(family, tmp_path):
     name = representative(family)
     _, min_h, min_w = get_entry(name).cfg.min_input_size

@@ -169,6 +169,9 @@ def train_command(
     val_split: Annotated[float | None, typer.Option(help="fraction of each class held out for validation")] = None,
     image_size: Annotated[int | None, typer.Option(help="square input side (default: the model's)")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="stop at the first unreadable image")] = False,
+    track_gradients: Annotated[bool, typer.Option(
+        "--track-gradients", help="record every layer's gradient norm each step (gradients.csv, gradients.png)")
+    ] = False,
     epochs: Annotated[int | None, typer.Option(help="passes over the training set")] = None,
     batch_size: Annotated[str | None, typer.Option(help="examples per step, or 'full'")] = None,
     optimizer: Annotated[str | None, typer.Option(help=", ".join(OPTIMIZERS))] = None,
@@ -190,7 +193,8 @@ def train_command(
     from dcnn.train.trainer import new_run_dir
 
     options = {"model": model, "dataset": dataset, "data_dir": data_dir, "val_split": val_split,
-               "image_size": image_size, "strict": strict or None, "epochs": epochs,
+               "image_size": image_size, "strict": strict or None,
+               "track_gradients": track_gradients or None, "epochs": epochs,
                "batch_size": _batch_size(batch_size), "optimizer": optimizer, "lr": lr,
                "schedule": schedule, "device": device, "seed": seed, "run_dir": run_dir}
     overrides = {k: v for k, v in options.items() if v is not None}
