@@ -36,8 +36,7 @@ import torch
 from data_pipeline import cpu_model  # the machine line of the other benchmarks
 
 from dcnn.data.preprocess import Preprocess
-from dcnn.models import create_model
-from dcnn.train import checkpoint as ckpt
+from dcnn.models import create_model, modelfile
 
 CONCURRENCY = (1, 4, 16)
 
@@ -46,9 +45,9 @@ def write_model_file(name: str, path: Path) -> Path:
     """A dcnn model file of `name` (10 classes, untrained) with the model's own preprocessing."""
     torch.manual_seed(0)
     model = create_model(name, num_classes=10).eval()
-    meta = ckpt.model_metadata(model, {"class_names": [f"class {i}" for i in range(10)],
+    meta = modelfile.model_metadata(model, {"class_names": [f"class {i}" for i in range(10)],
                                        "preprocessing": Preprocess.for_model(model).to_dict(), "dataset": "none"})
-    ckpt.save_model_file(model, path, meta)
+    modelfile.save_model_file(model, path, meta)
     return path
 
 

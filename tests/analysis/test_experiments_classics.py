@@ -12,7 +12,7 @@ import yaml
 
 from dcnn.layers.lrn import LocalResponseNorm2d
 from dcnn.layers.pooling import LPPool2d, StochasticPool2d
-from dcnn.train.checkpoint import load_model_file
+from dcnn.models.modelfile import load_model_file
 from tests.analysis.test_experiments_gradients import rows_of, run_cli
 
 

@@ -13,8 +13,7 @@ from dcnn.data.preprocess import Preprocess
 from dcnn.errors import DcnnError
 from dcnn.evaluate.metrics import evaluate
 from dcnn.evaluate.run import evaluate_model_file, image_paths, predict_images
-from dcnn.models import create_model, get_model_cfg
-from dcnn.train import checkpoint as ckpt
+from dcnn.models import create_model, get_model_cfg, modelfile
 
 
 def test_evaluation_reads_only_the_test_split(tmp_path, mnist_dir):
@@ -25,9 +24,9 @@ def test_evaluation_reads_only_the_test_split(tmp_path, mnist_dir):
     torch.manual_seed(0)
     model = create_model("lenet5_modern", maps=(4, 8, 16)).eval()
     prep = Preprocess.for_training(get_model_cfg("lenet5_modern"), 1, (28, 28))
-    meta = ckpt.model_metadata(model, {"model_options": {"maps": [4, 8, 16]}, "class_names": list("0123456789"),
+    meta = modelfile.model_metadata(model, {"model_options": {"maps": [4, 8, 16]}, "class_names": list("0123456789"),
                                        "preprocessing": prep.to_dict(), "dataset": "mnist"})
-    ckpt.save_model_file(model, tmp_path / "model.safetensors", meta)
+    modelfile.save_model_file(model, tmp_path / "model.safetensors", meta)
 
     result, report_dir, _ = evaluate_model_file(tmp_path / "model.safetensors", data_dir=str(tmp_path / "data"))
     assert result.num_samples == 10_000 and (report_dir / "metrics.json").is_file()

@@ -18,8 +18,8 @@ from PIL import Image
 
 from dcnn.data.images import open_image
 from dcnn.evaluate.run import model_file_of, predict_files, preprocess_of
+from dcnn.models.modelfile import load_model_file
 from dcnn.serve.app import create_app
-from dcnn.train.checkpoint import load_model_file
 from dcnn.visualize.attribution import grad_cam, overlay_heatmap
 from tests.conftest import data_dir
 from tests.serve.conftest import (

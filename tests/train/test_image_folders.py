@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from dcnn.data.whitening import channel_stats
 from dcnn.errors import DcnnError
 from dcnn.evaluate.run import preprocess_of
-from dcnn.train import checkpoint as ckpt
+from dcnn.models import modelfile
 from dcnn.train import make_config, train
 from dcnn.train.trainer import Trainer, balanced_class_weights
 from tests.test_cli import assert_user_error, dcnn
@@ -159,7 +159,7 @@ def test_dataset_statistics_come_from_the_training_split_only(tmp_path):
 def test_zca_whitening_travels_with_the_model_file(tmp_path):
     folder = make_folder(tmp_path / "photos", {"blue": 12, "green": 12, "red": 12}, size=(16, 16))
     run, _ = train(make_config(folder_config(tmp_path, folder, epochs=1, whitening="zca", model="lenet5_modern")))
-    _, meta = ckpt.load_model_file(run / "model.safetensors")
+    _, meta = modelfile.load_model_file(run / "model.safetensors")
     saved = preprocess_of(meta)
     assert saved.whitening is not None and saved.whitening.method == "zca"
     x = torch.rand(4, 1, 28, 28)

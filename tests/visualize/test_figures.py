@@ -13,8 +13,8 @@ from PIL import Image, ImageDraw
 
 from dcnn.data.images import load_images, open_image
 from dcnn.evaluate.run import predict_files, preprocess_of
+from dcnn.models.modelfile import load_model_file
 from dcnn.train import make_config, train
-from dcnn.train.checkpoint import load_model_file
 from dcnn.visualize.attribution import grad_cam, overlay_heatmap
 from dcnn.visualize.features import feature_maps, mosaic
 from dcnn.visualize.figures import METHODS, visualize_figure

@@ -18,8 +18,8 @@ import yaml
 from PIL import Image
 
 from dcnn.data.mnist import load_mnist_sample
+from dcnn.models.modelfile import load_model_file
 from dcnn.train import make_config, train
-from dcnn.train.checkpoint import load_model_file
 from dcnn.visualize.attribution import grad_cam, overlay_heatmap
 from dcnn.visualize.figures import visualize_figure
 from tests.test_cli import assert_user_error, dcnn_in_process

@@ -322,7 +322,7 @@ def inspect_command(
 ) -> None:
     """The training and test images with the highest loss (likely mislabeled or hard), as a table
     and a contact sheet per split."""
-    from dcnn.evaluate.inspect import inspect_run
+    from dcnn.visualize.inspect import inspect_run
 
     rows, folder = inspect_run(run, top, out_dir, device)
     grid = Table("split", "#", "image", "true", "predicted", "p", "loss")

@@ -19,12 +19,12 @@ from dcnn.data.folder import IMAGE_EXTENSIONS, _scan_class_folder
 from dcnn.data.images import load_images
 from dcnn.data.pipeline import at_size, make_batches, model_inputs
 from dcnn.data.preprocess import Preprocess
+from dcnn.device import resolve_device
 from dcnn.errors import DcnnError
 from dcnn.evaluate.metrics import ClassificationResult, evaluate
 from dcnn.evaluate.report import write_report
 from dcnn.evaluate.views import ViewModel, eval_source_size, get_view
-from dcnn.train.checkpoint import load_model_file
-from dcnn.train.trainer import resolve_device
+from dcnn.models.modelfile import load_model_file
 
 
 def model_file_of(source: str | Path) -> Path:

@@ -1,5 +1,6 @@
-"""The model zoo. Every module in this package (except the private ones) is a family that registers
-its variants by name; importing the package imports them all."""
+"""The model zoo. Every module in this package (except the private ones, `pretrained` and `modelfile`,
+which read and write weight files) is a family that registers its variants by name; importing the
+package imports them all."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from dcnn.models._registry import (
 )
 from dcnn.models.pretrained import load_pretrained
 
-_NOT_FAMILIES = {"pretrained"}
+_NOT_FAMILIES = {"modelfile", "pretrained"}
 
 for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_") and _module.name not in _NOT_FAMILIES:

@@ -37,8 +37,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from dcnn import __version__
+from dcnn.device import resolve_device
 from dcnn.errors import DcnnError
 from dcnn.evaluate.run import class_names_of, model_file_of, predict_tensor, preprocess_of
+from dcnn.models.modelfile import load_model_file
 from dcnn.serve.batching import DEFAULT_MAX_BATCH, DEFAULT_WINDOW_MS, Batcher
 from dcnn.serve.page import CONTENT_SECURITY_POLICY, PAGE
 from dcnn.serve.uploads import (
@@ -49,8 +51,6 @@ from dcnn.serve.uploads import (
     UploadError,
     open_upload,
 )
-from dcnn.train.checkpoint import load_model_file
-from dcnn.train.trainer import resolve_device
 from dcnn.visualize.attribution import grad_cam, overlay_heatmap
 
 

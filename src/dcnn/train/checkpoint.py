@@ -1,8 +1,9 @@
-"""Checkpoints that resume exactly, and model files that carry what is needed to use them.
+"""Checkpoints that resume exactly, and the weights a run starts from.
 
 A checkpoint is a directory ``checkpoints/step-00001234/`` holding
 
-- ``model.safetensors``: the weights, with the model's name, options and preprocessing as metadata;
+- ``model.safetensors``: the weights, with the model's name, options and preprocessing as metadata
+  (a model file, :mod:`dcnn.models.modelfile`);
 - ``state.pt``: optimizer, scheduler, RNG states, data-order position, epoch, step and config
   (plain tensors and Python values, read back with ``torch.load(weights_only=True)``);
 - ``manifest.json``: the SHA-256 of both, written last.
@@ -24,81 +25,16 @@ from typing import Any
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save
+from safetensors.torch import load_file
 
 from dcnn.errors import DcnnError
 from dcnn.fileio import atomic_output, fsync_directory, fsync_file
+from dcnn.models.modelfile import PREPROCESS_PREFIX, save_model_file
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
 MANIFEST_FILE = "manifest.json"
 CHECKPOINTS = "checkpoints"
-
-
-def model_metadata(model: nn.Module, extra: dict[str, Any] | None = None) -> dict[str, str]:
-    """What a model file needs to rebuild its model: name, classes, channels, options, preprocessing."""
-    meta = {
-        "dcnn_model": getattr(model, "model_name", type(model).__name__),
-        "num_classes": str(model.num_classes),
-        "in_chans": str(model.in_chans),
-    }
-    for key, value in (extra or {}).items():
-        meta[key] = json.dumps(value)
-    return meta
-
-
-# Fitted preprocessing tensors (a whitening matrix) stored beside the weights under this prefix.
-PREPROCESS_PREFIX = "preprocess."
-
-
-def save_model_file(model: nn.Module, path: Path, metadata: dict[str, str],
-                    extra: dict[str, torch.Tensor] | None = None) -> None:
-    """Write weights, `extra` tensors (fitted preprocessing, keys starting with "preprocess.") and
-    metadata to a .safetensors file, all or nothing."""
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tensors.update({k: v.detach().contiguous().cpu() for k, v in (extra or {}).items()})
-    with atomic_output(path) as handle:
-        handle.write(save(tensors, metadata=metadata))
-
-
-def read_model_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata of a dcnn model file, JSON values decoded."""
-    path = Path(path)
-    if not path.is_file():
-        raise DcnnError(f"model file {str(path)!r} not found; give a run directory or a .safetensors file.")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            raw = handle.metadata() or {}
-    except (SafetensorError, OSError) as err:
-        raise DcnnError(f"{path} is not a readable .safetensors file (truncated or corrupt?): {err}") from None
-    if "dcnn_model" not in raw:
-        raise DcnnError(
-            f"{path} has no dcnn metadata (it was not written by `dcnn train`); "
-            "load reference weights with dcnn.models.load_pretrained instead."
-        )
-    meta: dict[str, Any] = {"model": raw["dcnn_model"], "num_classes": int(raw["num_classes"]),
-                            "in_chans": int(raw["in_chans"])}
-    for key, value in raw.items():
-        if key not in ("dcnn_model", "num_classes", "in_chans"):
-            meta[key] = json.loads(value)
-    return meta
-
-
-def load_model_file(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model a dcnn model file describes and load its weights (eval mode); fitted
-    preprocessing tensors come back in ``meta["preprocess_tensors"]``."""
-    from dcnn.models import create_model
-
-    meta = read_model_metadata(path)
-    model = create_model(meta["model"], num_classes=meta["num_classes"], in_chans=meta["in_chans"],
-                         **meta.get("model_options", {}))
-    try:
-        tensors = load_file(str(path))
-        meta["preprocess_tensors"] = {k: tensors.pop(k) for k in list(tensors) if k.startswith(PREPROCESS_PREFIX)}
-        model.load_state_dict(tensors)
-    except (SafetensorError, RuntimeError) as err:
-        raise DcnnError(f"{path}: weights do not load into {meta['model']}: {err}") from None
-    return model.to(device).eval(), meta
 
 
 def initial_weights(source: str | Path) -> dict[str, torch.Tensor] | Path:

@@ -46,16 +46,19 @@ from dcnn.data.loader import Batches, FileBatches
 from dcnn.data.pipeline import make_batches, model_inputs, plan_preprocess, sample_images
 from dcnn.data.preprocess import Preprocess
 from dcnn.data.whitening import channel_stats, fit_whitening
+from dcnn.device import resolve_device
 from dcnn.errors import DcnnError
 from dcnn.evaluate.metrics import ClassificationResult, evaluate
+from dcnn.evaluate.report import write_report
 from dcnn.fileio import atomic_output
 from dcnn.models import create_model, get_model_cfg, load_pretrained
+from dcnn.models.modelfile import model_metadata, save_model_file
 from dcnn.train import checkpoint as ckpt
 from dcnn.train.config import RESUME_OPTIONS, TrainConfig, make_config, save_config
+from dcnn.train.curves import save_training_curves
 from dcnn.train.distributed import Distributed, session, sync_batch_norm
 from dcnn.train.gradients import GradientRecorder
 from dcnn.train.optim import build_optimizer, build_scheduler, l1_penalty
-from dcnn.visualize.curves import save_training_curves
 
 console = Console(stderr=True)
 METRIC_FIELDS = ["epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s",
@@ -76,18 +79,6 @@ def native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise DcnnError(f"unknown device {name!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DcnnError(f"device {name!r} requested but CUDA is not available; use --device cpu.")
-    return device
 
 
 @dataclass
@@ -246,7 +237,7 @@ class Trainer:
         self.running = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
         self.best_val_acc = -1.0
         self.epochs_without_improvement = 0
-        self.metadata = ckpt.model_metadata(self.model, {
+        self.metadata = model_metadata(self.model, {
             "model_options": cfg.model_options,
             "class_names": self.data.class_names,
             "preprocessing": self.data.preprocess.to_dict(),
@@ -444,7 +435,7 @@ class Trainer:
             if val.accuracy(1) > self.best_val_acc:
                 self.best_val_acc = val.accuracy(1)
                 self.epochs_without_improvement = 0
-                ckpt.save_model_file(self.model, self.run_dir / "best.safetensors", self.metadata, self.file_tensors)
+                save_model_file(self.model, self.run_dir / "best.safetensors", self.metadata, self.file_tensors)
             else:
                 self.epochs_without_improvement += 1
                 stop = bool(self.cfg.early_stopping) and self.epochs_without_improvement >= self.cfg.early_stopping
@@ -463,9 +454,7 @@ class Trainer:
         return self.dist.on_main(self._final_report)
 
     def _final_report(self) -> ClassificationResult:
-        from dcnn.evaluate.report import write_report
-
-        ckpt.save_model_file(self.model, self.run_dir / "model.safetensors", self.metadata, self.file_tensors)
+        save_model_file(self.model, self.run_dir / "model.safetensors", self.metadata, self.file_tensors)
         skipped = self.data.skipped
         if skipped:
             write_skipped(self.run_dir / "skipped.csv", skipped)

@@ -27,13 +27,13 @@ from matplotlib.patches import Rectangle
 
 from dcnn.data.images import open_image
 from dcnn.data.preprocess import Preprocess
+from dcnn.device import resolve_device
 from dcnn.errors import DcnnError, did_you_mean
-from dcnn.evaluate.inspect import in_sequence
 from dcnn.evaluate.run import class_names_of, model_file_of, preprocess_of
 from dcnn.fileio import atomic_output
-from dcnn.train.checkpoint import load_model_file
-from dcnn.train.trainer import resolve_device
+from dcnn.models.modelfile import load_model_file
 from dcnn.visualize import attribution, deconvnet, features
+from dcnn.visualize.inspect import in_sequence
 
 PANEL_INCHES = 3.2
 DPI = 100

@@ -1,7 +1,7 @@
 """One self-contained HTML page about a training run: what `dcnn report RUN` writes.
 
 The page gathers what a run directory holds (config.yaml, data.json and skipped.csv, metrics.csv and
-curves.png, eval/), the hardest training and test examples (:func:`dcnn.evaluate.inspect.inspect_run`,
+curves.png, eval/), the hardest training and test examples (:func:`dcnn.visualize.inspect.inspect_run`,
 which also writes RUN/inspect/), the per-layer model summary (:mod:`dcnn.analysis.summary`) and
 pictures of what the network looks at (first-layer filters and Grad-CAM on test images, from
 :mod:`dcnn.visualize.figures` and :mod:`dcnn.visualize.attribution`). It opens offline and alone:
@@ -33,17 +33,19 @@ from PIL import Image
 from dcnn.analysis import summary as layer_summary
 from dcnn.data.datasets import first, load_test_split
 from dcnn.data.pipeline import make_batches
+from dcnn.device import resolve_device
 from dcnn.errors import DcnnError
-from dcnn.evaluate.inspect import inspect_run
 from dcnn.evaluate.run import class_names_of, preprocess_of
 from dcnn.fileio import atomic_output
 from dcnn.models import create_model
-from dcnn.train.checkpoint import MODEL_FILE, list_checkpoints, load_model_file
+from dcnn.models.modelfile import load_model_file
+from dcnn.train.checkpoint import MODEL_FILE, list_checkpoints
 from dcnn.train.config import make_config
 from dcnn.train.optim import OPTIMIZERS
-from dcnn.train.trainer import read_metrics, resolve_device
+from dcnn.train.trainer import read_metrics
 from dcnn.visualize.attribution import grad_cam, overlay_heatmap
 from dcnn.visualize.figures import visualize_figure
+from dcnn.visualize.inspect import inspect_run
 
 REPORT_FILE = "report.html"
 MAX_IMAGES = 64  # --images: hardest examples per split, and test images with their Grad-CAM

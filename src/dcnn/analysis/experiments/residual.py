@@ -34,11 +34,11 @@ from dcnn.data.datasets import load_test_split
 from dcnn.data.loader import TensorBatches
 from dcnn.data.pipeline import make_batches, model_inputs
 from dcnn.data.preprocess import Preprocess
+from dcnn.device import resolve_device
 from dcnn.errors import DcnnError
 from dcnn.evaluate.metrics import evaluate
 from dcnn.evaluate.run import model_file_of, preprocess_of
-from dcnn.train.checkpoint import load_model_file
-from dcnn.train.trainer import resolve_device
+from dcnn.models.modelfile import load_model_file
 
 # He et al. 2016a, §4.2: 3x3 convs, batch norm, ReLU, down-sampling by stride 2, option-A shortcuts;
 # SGD with momentum 0.9, weight decay 1e-4, lr 0.1 (kept constant here: the runs are far shorter than

@@ -39,7 +39,7 @@ from dcnn.data.mnist import data_root
 from dcnn.data.preprocess import Preprocess
 from dcnn.errors import DcnnError
 from dcnn.fileio import atomic_output
-from dcnn.train import checkpoint as ckpt
+from dcnn.models import modelfile
 from dcnn.train.config import make_config, save_config
 from dcnn.train.gradients import GradientHistory, save_figure, write_gradients
 from dcnn.train.trainer import Trainer, TrainingDiverged, read_metrics
@@ -257,7 +257,7 @@ def train_variant(variant: Variant, plan: Plan, base: dict[str, Any], out_dir: P
     folder = out_dir / variant.name
     epochs = max(1, -(-min(plan.steps, trainer.global_step) // trainer.steps_per_epoch))
     save_config(cfg.model_copy(update={"run_dir": str(folder), "epochs": epochs}), folder / "config.yaml")
-    ckpt.save_model_file(trainer.model, folder / "model.safetensors", trainer.metadata, trainer.file_tensors)
+    modelfile.save_model_file(trainer.model, folder / "model.safetensors", trainer.metadata, trainer.file_tensors)
     run = VariantRun(variant, losses, evals, sum(p.numel() for p in trainer.model.parameters()), seconds,
                      trainer.model, trainer.data.preprocess, trainer.gradients.history() if trainer.gradients else None,
                      diverged)

@@ -18,14 +18,15 @@ import yaml
 
 from dcnn.data.loader import Batches, FileBatches, TensorBatches
 from dcnn.data.pipeline import model_inputs
+from dcnn.device import resolve_device
 from dcnn.errors import DcnnError
 from dcnn.evaluate.metrics import evaluate
 from dcnn.evaluate.run import preprocess_of
 from dcnn.fileio import atomic_output
 from dcnn.models import get_model_cfg
-from dcnn.train.checkpoint import load_model_file
+from dcnn.models.modelfile import load_model_file
 from dcnn.train.config import make_config
-from dcnn.train.trainer import prepare_data, resolve_device
+from dcnn.train.trainer import prepare_data
 from dcnn.visualize.contact_sheet import save_contact_sheet
 
 

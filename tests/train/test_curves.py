@@ -6,7 +6,7 @@ import math
 
 from PIL import Image
 
-from dcnn.visualize.curves import curves_figure, save_training_curves
+from dcnn.train.curves import curves_figure, save_training_curves
 
 ROWS = [
     {"epoch": "1", "train_loss": "2.0", "val_loss": "1.5", "train_acc": "0.4", "val_acc": "0.5", "lr": "0.1"},
