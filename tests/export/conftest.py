@@ -10,8 +10,7 @@ import torch.nn as nn
 from PIL import Image
 
 from dcnn.data.preprocess import Preprocess
-from dcnn.models import create_model, get_model_cfg
-from dcnn.train import checkpoint as ckpt
+from dcnn.models import create_model, get_model_cfg, modelfile
 
 CLASSES = [f"digit {i}" for i in range(10)]
 OPTIONS = {"maps": [4, 8, 16], "batch_norm": True}
@@ -36,10 +35,10 @@ def save_run(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = calibrate(create_model("lenet5_modern", **OPTIONS), torch.rand(16, 1, 28, 28))
     prep = Preprocess.for_training(get_model_cfg("lenet5_modern"), 1, (28, 28))
-    meta = ckpt.model_metadata(model, {"model_options": OPTIONS, "class_names": CLASSES,
+    meta = modelfile.model_metadata(model, {"model_options": OPTIONS, "class_names": CLASSES,
                                        "preprocessing": prep.to_dict(), "dataset": "mnist"})
     folder.mkdir(parents=True, exist_ok=True)
-    ckpt.save_model_file(model, folder / "model.safetensors", meta)
+    modelfile.save_model_file(model, folder / "model.safetensors", meta)
     return folder
 
 

@@ -20,7 +20,7 @@ from dcnn.export.exporter import MAX_OPSET, MIN_OPSET
 from dcnn.export.fast import fast_inference
 from dcnn.export.runtime import OnnxClassifier
 from dcnn.models import create_model
-from dcnn.train.checkpoint import load_model_file, read_model_metadata
+from dcnn.models.modelfile import load_model_file, read_model_metadata
 from tests.export.conftest import CLASSES, OPTIONS, calibrate
 from tests.test_cli import assert_user_error, dcnn_in_process
 

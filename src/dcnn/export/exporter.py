@@ -35,7 +35,7 @@ from dcnn.errors import DcnnError
 from dcnn.evaluate.run import class_names_of, model_file_of, preprocess_of
 from dcnn.export.metadata import ExportInfo, write_sidecar
 from dcnn.fileio import atomic_output
-from dcnn.train.checkpoint import load_model_file
+from dcnn.models.modelfile import load_model_file
 
 FORMATS = {"onnx": ".onnx", "torch-export": ".pt2"}
 # torch's exporter writes operator set 18 natively (its torchlib) and converts up to 23 (torch.onnx's

@@ -9,12 +9,12 @@ from pathlib import Path
 import torch
 
 from dcnn.data.preprocess import Preprocess
+from dcnn.device import resolve_device
 from dcnn.errors import DcnnError
 from dcnn.evaluate.run import Classify, class_names_of, model_file_of, preprocess_of
 from dcnn.export.fast import fast_inference, idle_cores
 from dcnn.export.runtime import OnnxClassifier
-from dcnn.train.checkpoint import load_model_file
-from dcnn.train.trainer import resolve_device
+from dcnn.models.modelfile import load_model_file
 
 RUNTIMES = ("torch", "onnx")
 
