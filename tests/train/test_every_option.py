@@ -234,6 +234,7 @@ CASES: dict[str, Case] = {
     "whitening_epsilon": Case(0.5, "train_batches", {"whitening": "zca"}),
     "class_balance": Case("sampler", "train_batches"),
     "init_from": Case("RUN", "weights"),
+    "init_classes": Case({"3": "7"}, "weights", {"init_from": "RUN"}),
     "freeze": Case("backbone", "optimizer"),
     "backbone_lr_scale": Case(0.1, "optimizer"),
     "track_gradients": Case(True, "files"),

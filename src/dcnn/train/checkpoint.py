@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 
 from dcnn.errors import DcnnError
 from dcnn.fileio import atomic_output, fsync_directory, fsync_file
-from dcnn.models.modelfile import PREPROCESS_PREFIX, save_model_file
+from dcnn.models.modelfile import PREPROCESS_PREFIX, read_model_metadata, save_model_file
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
@@ -52,6 +52,42 @@ def initial_weights(source: str | Path) -> dict[str, torch.Tensor] | Path:
     except (SafetensorError, OSError) as err:
         raise DcnnError(f"init_from: {path} is not a readable .safetensors file: {err}") from None
     return {k: v for k, v in tensors.items() if not k.startswith(PREPROCESS_PREFIX)}
+
+
+def init_class_rows(model: nn.Module, source: str | Path, weights: dict[str, torch.Tensor] | Path,
+                    class_names: list[str], mapping: dict[str, str]) -> None:
+    """Start the classifier rows of some classes from rows of the `source` run's classifier
+    (`mapping`: a class of this dataset → a class of the source), e.g. a cats-vs-dogs head from a
+    CIFAR-10 run's cat and dog rows: the new head then begins as the source's classifier restricted
+    to those classes. Every classifier tensor with one row per class (weights and biases of the
+    last layer; a conv head's too) is copied row by row; the other classes keep their fresh rows."""
+    path = Path(source)
+    meta = read_model_metadata(path / MODEL_FILE if path.is_dir() else path) \
+        if path.suffix == ".safetensors" or path.is_dir() else {}
+    source_names = meta.get("class_names")
+    if not source_names or not isinstance(weights, dict):
+        raise DcnnError(f"init_classes: {source} has no class names (only a dcnn run or model file has them).")
+    unknown = [k for k in mapping if k not in class_names]
+    missing = [v for v in mapping.values() if v not in source_names]
+    if unknown or missing:
+        raise DcnnError("init_classes: " + "; ".join(
+            [f"{', '.join(unknown)} not among this dataset's classes ({', '.join(class_names)})"] * bool(unknown)
+            + [f"{', '.join(missing)} not among {source}'s classes ({', '.join(source_names)})"] * bool(missing)) + ".")
+    prefixes = tuple(model.default_cfg.classifier)
+    state = model.state_dict()  # shares storage with the parameters
+    rows = [(class_names.index(new), source_names.index(old)) for new, old in mapping.items()]
+    copied = 0
+    with torch.no_grad():
+        for key, value in weights.items():
+            target = state.get(key)
+            if (key.startswith(prefixes) and target is not None and value.shape[0] == len(source_names)
+                    and target.shape[0] == len(class_names) and value.shape[1:] == target.shape[1:]):
+                for new, old in rows:
+                    target[new] = value[old]
+                copied += 1
+    if not copied:
+        raise DcnnError(f"init_classes: {source}'s classifier has no rows of {len(source_names)} classes "
+                        "to copy (another model?).")
 
 
 def _sha256(path: Path) -> str:

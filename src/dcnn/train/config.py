@@ -66,6 +66,8 @@ class TrainConfig(BaseModel):
     # new head on a frozen backbone, or the whole network with a smaller backbone learning rate.
     init_from: str | None = Field(None, description="a dcnn run, model file or torchvision/timm checkpoint "
                                   "to start from (another class count gets a new classifier)")
+    init_classes: dict[str, str] = Field(default_factory=dict, description="classes whose classifier rows start "
+                                         "from init_from's rows of other classes: {class: init_from's class}")
     freeze: Literal["none", "backbone"] = Field("none", description="backbone: train only the classifier")
     backbone_lr_scale: float = Field(1.0, gt=0, description="the backbone's lr is lr times this")
 
@@ -152,6 +154,8 @@ class TrainConfig(BaseModel):
                             f"{', '.join(schedule.options)}; {name} is for {', '.join(users)})")
         if self.schedule == "onecycle" and {"warmup_epochs", "pct_start"} <= given:
             problems.append("pct_start: one-cycle rises over warmup_epochs or over the fraction pct_start; give one")
+        if self.init_classes and not self.init_from:
+            problems.append("init_classes: copies classifier rows from init_from's classes; give init_from too")
         if self.schedule == "multistep" and not self.milestones:
             problems.append("milestones: schedule 'multistep' needs the epochs at which to decay, e.g. [30, 60]")
         if self.warmup_epochs >= self.epochs:

@@ -212,7 +212,10 @@ class Trainer:
         self.model = create_model(cfg.model, num_classes=len(self.data.class_names),
                                   in_chans=self.data.preprocess.input_size[0], **cfg.model_options)
         if cfg.init_from:
-            load_pretrained(self.model, ckpt.initial_weights(cfg.init_from))
+            weights = ckpt.initial_weights(cfg.init_from)
+            load_pretrained(self.model, weights)
+            if cfg.init_classes:
+                ckpt.init_class_rows(self.model, cfg.init_from, weights, self.data.class_names, cfg.init_classes)
         if cfg.sync_bn:
             self.model = sync_batch_norm(self.model, self.device, cfg.model)
         self.frozen_norms = freeze_backbone(self.model) if cfg.freeze == "backbone" else []
