@@ -17,6 +17,7 @@ from dcnn.data.datasets import (
     first,
     hold_out,
     labels_of,
+    limit,
     load_dataset,
     load_test_split,
 )
@@ -239,6 +240,19 @@ def test_first_takes_the_first_examples() -> None:
     assert first(split, 99).images.tolist() == [0, 1, 2, 3, 4]
     files = ImageFiles(["a.png", "b.png", "c.png"], [1, 0, 1], ["x", "y"])
     assert first(files, 2).paths == [Path("a.png"), Path("b.png")]
+
+
+def test_limit_keeps_a_seeded_stratified_subset_in_stored_order() -> None:
+    split = counted([0] * 6 + [1] * 12 + [2] * 18)  # class by class, as an image folder is stored
+    kept = limit(split, 12, seed=4)
+    assert kept.labels.tolist() == [0] * 2 + [1] * 4 + [2] * 6
+    assert kept.images.tolist() == sorted(kept.images.tolist())  # a subset of the rows, in their order
+    assert split.labels[kept.images.long()].tolist() == kept.labels.tolist()  # each image keeps its label
+    assert limit(split, 12, seed=4).images.tolist() == kept.images.tolist()
+    assert limit(split, 12, seed=5).images.tolist() != kept.images.tolist()
+    assert limit(split, 0, seed=4) is split
+    files = ImageFiles(["a.png", "b.png", "c.png", "d.png"], [0, 0, 1, 1], ["x", "y"])
+    assert limit(files, 2, seed=0).labels == [0, 1]
 
 
 def test_class_counts_counts_every_class_including_empty_ones() -> None:

@@ -22,6 +22,7 @@ from dcnn.data.folder import (
     load_or_decode,
     read_csv_list,
     scan_image_folder,
+    stratified_sample,
     stratified_split,
 )
 from dcnn.errors import DcnnError
@@ -198,6 +199,33 @@ def test_tiny_fraction_still_puts_one_of_each_class_in_val() -> None:
     files = ImageFiles([Path(f"{i}.png") for i in range(6)], [0, 0, 0, 1, 1, 1], ["a", "b"])
     train, val = stratified_split(files, 0.01, seed=3)
     assert val.class_counts() == {"a": 1, "b": 1} and train.class_counts() == {"a": 2, "b": 2}
+
+
+@pytest.mark.parametrize("counts, count, expected", [
+    ([10, 20, 30], 12, [2, 4, 6]),  # exact shares
+    ([10, 20, 30], 3, [1, 1, 1]),  # one of each: 0.5, 1, 1.5 rounded up where the share is below one
+    ([97, 2, 1], 10, [8, 1, 1]),  # 9.7, 0.2, 0.1: at least one each, taken back from the largest class
+    ([97, 2, 1], 2, [2, 0, 0]),  # fewer than the classes: the largest shares
+    ([5, 5, 5, 5], 6, [2, 2, 1, 1]),  # 1.5 each: two classes round up (which two is seeded)
+    ([3, 4], 7, [3, 4]),  # everything
+    ([3, 4], 9, [3, 4]),
+])
+def test_stratified_sample_gives_every_class_its_share(counts: list[int], count: int, expected: list[int]) -> None:
+    labels = [c for c, n in enumerate(counts) for _ in range(n)]
+    picked = stratified_sample(labels, count, seed=0)
+    assert picked == sorted(set(picked)) and all(0 <= i < len(labels) for i in picked)
+    got = np.bincount([labels[i] for i in picked], minlength=len(counts)).tolist()
+    assert (sorted(got, reverse=True) if len(set(counts)) == 1 else got) == expected
+
+
+def test_stratified_sample_is_drawn_at_random_with_the_seed() -> None:
+    labels = [0] * 50 + [1] * 50 + [2] * 50  # stored class by class, as image folders are
+    picked = stratified_sample(labels, 30, seed=0)
+    assert picked == stratified_sample(labels, 30, seed=0)
+    assert picked != stratified_sample(labels, 30, seed=1)
+    assert picked != [*range(10), *range(50, 60), *range(100, 110)]  # not the first of each class
+    ties = {tuple(i // 2 for i in stratified_sample([0, 0, 1, 1, 2, 2, 3, 3], 2, seed)) for seed in range(20)}
+    assert len(ties) > 1  # equal shares: which classes get one is drawn as well
 
 
 # --- Decoding -----------------------------------------------------------------------------------

@@ -218,14 +218,15 @@ def test_a_digit_model_evaluates_on_a_folder_of_digit_images(tmp_path):
     """Trained on the MNIST tensors, evaluated on the same test digits saved as PNG files in class
     folders: prepared as predict prepares images (fitted into the 28x28 box, padded to 32), they are
     the same pixels, so the accuracy is the same."""
+    from dcnn.data.folder import stratified_sample
     from dcnn.data.mnist import load_mnist_sample
 
     run, result = train(make_config({"model": "lenet5", "dataset": "mnist_sample", "epochs": 1, "batch_size": 32,
                                      "lr": 0.05, "model_options": {"rbf_scale": 0.1}, "train_limit": 3000,
-                                     "test_limit": 300, "val_size": 0, "progress": False,
+                                     "test_limit": 300, "val_size": 0, "seed": 0, "progress": False,
                                      "run_dir": str(tmp_path / "run")}))
     images, labels = load_mnist_sample("test")
-    for i in range(300):
+    for i in stratified_sample(labels.tolist(), 300, seed=0):  # the test images the run kept (test_limit, seed 0)
         folder = tmp_path / "digits" / str(int(labels[i]))
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(images[i].numpy()).save(folder / f"{i}.png")

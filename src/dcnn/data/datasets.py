@@ -15,7 +15,14 @@ from pathlib import Path
 
 import torch
 
-from dcnn.data.folder import ImageFiles, Skipped, read_csv_list, scan_image_folder, stratified_indices
+from dcnn.data.folder import (
+    ImageFiles,
+    Skipped,
+    read_csv_list,
+    scan_image_folder,
+    stratified_indices,
+    stratified_sample,
+)
 from dcnn.errors import DcnnError, did_you_mean
 
 
@@ -162,6 +169,13 @@ def hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split | N
         raise DcnnError(f"holding out {fraction:.1%} of {len(split)} images leaves no training or no validation "
                         "images; change val_size / val_split.")
     return split.subset(train_idx), split.subset(val_idx)
+
+
+def limit(split: Split, count: int, seed: int) -> Split:
+    """`count` examples (0: all) with every class in proportion, drawn with `seed`
+    (:func:`~dcnn.data.folder.stratified_sample`), in their stored order: the `train_limit` and
+    `test_limit` of a run (image folders are stored class by class, so the first N could be one class)."""
+    return split.subset(stratified_sample(labels_of(split), count, seed)) if count else split
 
 
 def first(split: Split, limit: int) -> Split:

@@ -287,9 +287,7 @@ def stratified_indices(labels: Sequence[int], val_fraction: float, seed: int) ->
     if not 0 <= val_fraction < 1:
         raise DcnnError(f"val_fraction must be in [0, 1), not {val_fraction}.")
     rng = random.Random(seed)
-    by_class: dict[int, list[int]] = {}
-    for i, label in enumerate(labels):
-        by_class.setdefault(int(label), []).append(i)
+    by_class = _indices_by_class(labels)
     val: list[int] = []
     for label in sorted(by_class):
         members = by_class[label]
@@ -299,6 +297,41 @@ def stratified_indices(labels: Sequence[int], val_fraction: float, seed: int) ->
         val.extend(rng.sample(members, n_val))
     in_val = set(val)
     return [i for i in range(len(labels)) if i not in in_val], sorted(in_val)
+
+
+def stratified_sample(labels: Sequence[int], count: int, seed: int) -> list[int]:
+    """Indices of `count` examples (all of them when `count` is at least their number) with every
+    class in proportion, chosen at random with `seed`; in ascending order.
+
+    Class c gets count · n_c / N examples rounded by largest remainders (Hamilton's apportionment;
+    equal remainders ordered at random), and at least one when `count` is at least the number of
+    classes, taken back from the classes furthest above their share.
+    """
+    if count >= len(labels):
+        return list(range(len(labels)))
+    rng = random.Random(seed)
+    by_class = _indices_by_class(labels)
+    classes = sorted(by_class)
+    sizes = [len(by_class[c]) for c in classes]
+    shares = [count * size / len(labels) for size in sizes]
+    takes = [math.floor(share) for share in shares]
+    if count >= len(classes):
+        takes = [max(1, take) for take in takes]
+    order = [rng.random() for _ in classes]  # breaks ties between equal remainders
+    while sum(takes) > count:
+        k = max((k for k, take in enumerate(takes) if take > 1), key=lambda k: (takes[k] - shares[k], order[k]))
+        takes[k] -= 1
+    while sum(takes) < count:
+        k = max((k for k, take in enumerate(takes) if take < sizes[k]), key=lambda k: (shares[k] - takes[k], order[k]))
+        takes[k] += 1
+    return sorted(i for c, take in zip(classes, takes, strict=True) for i in rng.sample(by_class[c], take))
+
+
+def _indices_by_class(labels: Sequence[int]) -> dict[int, list[int]]:
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(int(label), []).append(i)
+    return by_class
 
 
 def stratified_split(files: ImageFiles, val_fraction: float, seed: int) -> tuple[ImageFiles, ImageFiles]:

@@ -38,8 +38,10 @@ class TrainConfig(BaseModel):
     download: bool = True
     val_size: int | None = Field(None, ge=0, description="training images held out for validation (0: none)")
     val_split: float | None = Field(None, ge=0, lt=1, description="fraction of each class held out for validation")
-    train_limit: int = Field(0, ge=0, description="use only the first N training images (0: all)")
-    test_limit: int = Field(0, ge=0, description="evaluate on the first N test images (0: all)")
+    train_limit: int = Field(0, ge=0, description="train on N images, every class in proportion, drawn with "
+                             "the seed (0: all)")
+    test_limit: int = Field(0, ge=0, description="evaluate on N test images, every class in proportion, drawn "
+                            "with the seed (0: all)")
 
     # Image files: size, decoding, bad files.
     image_size: int | None = Field(None, ge=1, description="square input side (default: the model's, or the data's)")

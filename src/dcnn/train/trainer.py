@@ -40,7 +40,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from dcnn.data.augment import build_augment
-from dcnn.data.datasets import first, hold_out, load_dataset
+from dcnn.data.datasets import hold_out, limit, load_dataset
 from dcnn.data.folder import Skipped
 from dcnn.data.loader import Batches, FileBatches
 from dcnn.data.pipeline import make_batches, model_inputs, plan_preprocess, sample_images
@@ -121,9 +121,9 @@ def prepare_data(cfg: TrainConfig, model_cfg: Any, device: torch.device) -> Data
         if fraction >= 1:
             raise DcnnError(f"val_size {cfg.val_size} leaves no training data (the split has {len(train)} images).")
         train, val = hold_out(train, fraction, cfg.seed)
-    train, test = first(train, cfg.train_limit), splits.test
+    train, test = limit(train, cfg.train_limit, cfg.seed), splits.test
     if test is not None:
-        test = first(test, cfg.test_limit)
+        test = limit(test, cfg.test_limit, cfg.seed)
     prep = plan_preprocess(splits, model_cfg, cfg.fit, cfg.image_size)
     common = dict(loading=cfg.loading, workers=cfg.workers, strict=cfg.strict, max_pixels=cfg.max_pixels,
                   progress=cfg.progress)
