@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from dcnn.analysis.experiments.residual import Lesioned, find_blocks
-from dcnn.models import create_model
+from dcnn.models import create_model, get_model_cfg
+from dcnn.train import make_config
+from dcnn.train.trainer import prepare_data
 from tests.analysis.test_experiments_gradients import rows_of, run_cli
 from tests.test_cli import assert_user_error, dcnn_in_process
+from tests.train.test_image_folders import make_folder
 
 
 def conv_bn(k: int, c_in: int, c_out: int) -> int:
@@ -57,14 +62,24 @@ def test_degradation_trains_plain_and_residual_nets_at_two_depths(degradation):
     assert (degradation / "degradation.png").is_file()
 
 
-def test_degradation_reads_a_stratified_subset_of_the_cifar_folder(degradation):
-    subset = next((degradation / "data").iterdir())
-    for split, per_class in (("train", 40), ("test", 10)):
-        classes = sorted(p.name for p in (subset / split).iterdir())
-        assert len(classes) == 10 and classes[0] == "airplane"
-        assert {len(list((subset / split / c).iterdir())) for c in classes} == {per_class}
-    link = next((subset / "train" / "cat").iterdir())
-    assert link.is_symlink() and link.resolve().parent.name == "cat"
+def test_degradation_reads_a_stratified_subset_of_the_cifar_folder(degradation, tmp_path, monkeypatch):
+    """Every variant reads the CIFAR-10 folder itself (stored class by class), cut by train_limit and
+    test_limit into the same 40 training and 10 test images of each class."""
+    monkeypatch.setenv("DCNN_CACHE_DIR", str(tmp_path))
+    config = yaml.safe_load((degradation / "plain-8" / "config.yaml").read_text())
+    assert Path(config["dataset"]).name == "cifar10-jpeg"
+    assert (config["train_limit"], config["test_limit"], config["val_size"]) == (400, 100, 0)
+    cfg = make_config({**config, "progress": False})
+    data = prepare_data(cfg, get_model_cfg(cfg.model), torch.device("cpu"))
+    assert data.class_names[0] == "airplane" and len(data.class_names) == 10
+    assert data.counts == {"train": [40] * 10, "test": [10] * 10}
+
+
+def test_an_experiment_on_a_folder_without_a_test_split_is_a_user_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("DCNN_CACHE_DIR", str(tmp_path / "cache"))
+    flat = make_folder(tmp_path / "flat", {"blue": 4, "green": 4}, size=(8, 8))
+    done = dcnn_in_process("experiment", "degradation", "--dataset", str(flat), "--out", str(tmp_path / "out"))
+    assert_user_error(done, "has no test split", "train/ and test/ class folders")
 
 
 def test_lesions_delete_and_swap_blocks_and_put_them_back():

@@ -18,8 +18,6 @@ import csv
 import io
 import json
 import math
-import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -32,8 +30,6 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from rich.console import Console
 
-from dcnn.data.datasets import DATASETS
-from dcnn.data.folder import IMAGE_EXTENSIONS
 from dcnn.data.loader import TensorBatches
 from dcnn.data.mnist import data_root
 from dcnn.data.preprocess import Preprocess
@@ -52,8 +48,8 @@ CIFAR10 = "cifar10-jpeg"  # a plan's dataset: the CIFAR-10 image folder under $D
 
 @dataclass(frozen=True)
 class Plan:
-    """How big an experiment runs: optimizer `steps` of `batch` images from the first `train` training
-    images of `dataset` (`val` more held out for validation), evaluated `evals` times (and before the
+    """How big an experiment runs: optimizer `steps` of `batch` images from `train` training images of
+    `dataset` (`val` more held out for validation), evaluated `evals` times (and before the
     first step) on `test` test images and, with `eval_train`, on that many training images (a seeded
     sample) in evaluation mode. `net` holds model options and `config` TrainConfig values for this size (a
     narrower net, a smaller `image_size`)."""
@@ -150,36 +146,6 @@ class VariantRun:
         return data
 
 
-def resolve_dataset(dataset: str, plan: Plan, work: Path) -> tuple[str, dict[str, int]]:
-    """The dataset value and size limits for a plan: a named dataset is cut with train_limit and
-    test_limit (the MNIST family and CIFAR are shuffled); an image folder with train/ and test/ class
-    folders, whose files come in class order, by a folder of links (in `work`) to the first images of
-    each class, in name order (listing the folders, not scanning every file)."""
-    if dataset == CIFAR10:
-        dataset = cifar10_folder()
-    if dataset in DATASETS:  # the trainer holds out `val` images first, then keeps the first `train`
-        return dataset, {"train_limit": plan.train, "test_limit": plan.test}
-    root = Path(dataset).expanduser()
-    if not (root / "train").is_dir() or not (root / "test").is_dir():
-        raise DcnnError(f"{root} needs train/ and test/ folders of class folders for an experiment.")
-    counts = {"train": plan.train + plan.val, "test": plan.test}
-    listing = {split: {name: sorted(e.name for e in os.scandir(root / split / name) if not e.name.startswith(".")
-                                    and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
-                       for name in sorted(e.name for e in os.scandir(root / split) if e.is_dir())}
-               for split in counts}
-    per_class = {split: max(1, -(-counts[split] // max(1, len(listing[split])))) for split in counts}
-    if all(len(files) <= per_class[split] for split in counts for files in listing[split].values()):
-        return str(root), {}  # the whole folder
-    subset = work / f"{root.name}-{counts['train']}-{counts['test']}"
-    shutil.rmtree(subset, ignore_errors=True)
-    for split, classes in listing.items():
-        for name, files in classes.items():
-            (subset / split / name).mkdir(parents=True)
-            for file in files[: per_class[split]]:
-                os.symlink((root / split / name / file).resolve(), subset / split / name / file)
-    return str(subset), {}
-
-
 def cifar10_folder() -> str:
     """The CIFAR-10 image folder under the data root ($DCNN_DATA_DIR)."""
     path = data_root() / "cifar10-jpeg"
@@ -190,11 +156,13 @@ def cifar10_folder() -> str:
 
 
 def base_config(plan: Plan, settings: Settings) -> dict[str, Any]:
-    """The TrainConfig values every variant of an experiment shares: the plan's data and size (an image
-    folder cut into a linked subset in the output folder), the seed and device; the mean and std fitted
-    on the training images; `epochs` only bounds the steps (the hook stops at plan.steps)."""
-    dataset, limits = resolve_dataset(settings.dataset or plan.dataset, plan, settings.folder / "data")
-    return {"dataset": dataset, **limits, "val_size": plan.val, "batch_size": plan.batch, "eval_batch_size": 500,
+    """The TrainConfig values every variant of an experiment shares: the plan's data and size (`val`
+    images held out, then `train` and `test` images kept, every class in proportion, drawn with the
+    seed), the seed and device; the mean and std fitted on the training images; `epochs` only bounds
+    the steps (the hook stops at plan.steps)."""
+    dataset = settings.dataset or plan.dataset
+    return {"dataset": cifar10_folder() if dataset == CIFAR10 else dataset, "train_limit": plan.train,
+            "test_limit": plan.test, "val_size": plan.val, "batch_size": plan.batch, "eval_batch_size": 500,
             "epochs": plan.steps, "normalize": "dataset", "progress": False, "seed": settings.seed,
             "device": settings.device, **plan.config}
 
@@ -247,6 +215,9 @@ def train_variant(variant: Variant, plan: Plan, base: dict[str, Any], out_dir: P
     with tempfile.TemporaryDirectory(prefix="dcnn-experiment-") as scratch:
         cfg = make_config({**values, "run_dir": scratch})
         trainer = Trainer(cfg, Path(scratch), after_step)
+        if trainer.data.test is None:
+            raise DcnnError(f"{cfg.dataset} has no test split; an experiment needs one: give a dataset name or a "
+                            "folder with train/ and test/ class folders.")
         evals.append(_evaluate(trainer, 0, plan))
         started = time.perf_counter()
         try:
