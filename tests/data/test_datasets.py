@@ -202,8 +202,8 @@ def test_load_test_split_of_a_named_dataset_reads_no_training_files(
     (data / "mnist").mkdir(parents=True)
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
         shutil.copy(mnist_dir / name, data / "mnist" / name)
-    split, class_names, skipped = load_test_split("mnist", str(data), download=False)
-    assert class_names == [str(d) for d in range(10)] and skipped == []
+    split, class_names, skipped, which = load_test_split("mnist", str(data), download=False)
+    assert class_names == [str(d) for d in range(10)] and skipped == [] and which == "test"
     assert split.images.shape == (10_000, 28, 28)
     assert class_counts(split, 10) == MNIST_TEST_LABEL_COUNTS
     # the whole dataset needs the training files, which are not there
@@ -223,10 +223,20 @@ def test_load_test_split_of_a_folder_picks_test_else_val_else_all(
     tmp_path: Path, layout: dict[str, dict[str, int]], expected: str
 ) -> None:
     make_tree(tmp_path, layout)
-    split, class_names, skipped = load_test_split(str(tmp_path))
-    assert class_names == ["a", "b"] and skipped == []
+    split, class_names, skipped, which = load_test_split(str(tmp_path))
+    assert class_names == ["a", "b"] and skipped == [] and which == (expected or "all")
     assert sorted(split.paths) == sorted((tmp_path / expected).glob("*/*.png"))
     assert Counter(split.labels) == Counter({0: layout[expected]["a"], 1: layout[expected]["b"]})
+
+
+def test_load_test_split_of_a_flat_folder_with_held_out_gives_the_runs_validation_images(tmp_path: Path) -> None:
+    make_tree(tmp_path, {"": {"a": 6, "b": 4}})
+    whole = load_dataset(str(tmp_path)).train
+    split, _, _, which = load_test_split(str(tmp_path), held_out=(0.5, 3))
+    assert which == "val" and sorted(split.paths) == sorted(hold_out(whole, 0.5, 3)[1].paths)
+    assert Counter(split.labels) == Counter({0: 3, 1: 2})
+    other_seed, _, _, _ = load_test_split(str(tmp_path), held_out=(0.5, 4))
+    assert sorted(other_seed.paths) != sorted(split.paths)
 
 
 # --- small helpers ------------------------------------------------------------------------------

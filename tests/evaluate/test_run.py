@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -28,11 +29,51 @@ def test_evaluation_reads_only_the_test_split(tmp_path, mnist_dir):
                                        "preprocessing": prep.to_dict(), "dataset": "mnist"})
     modelfile.save_model_file(model, tmp_path / "model.safetensors", meta)
 
-    result, report_dir, _ = evaluate_model_file(tmp_path / "model.safetensors", data_dir=str(tmp_path / "data"))
-    assert result.num_samples == 10_000 and (report_dir / "metrics.json").is_file()
+    result, report_dir, _, split = evaluate_model_file(tmp_path / "model.safetensors", data_dir=str(tmp_path / "data"))
+    assert result.num_samples == 10_000 and (report_dir / "metrics.json").is_file() and split == "test"
     images, labels = load_mnist("test", str(mnist_dir.parent))  # the same numbers, computed directly
     direct = evaluate(model, [(prep.normalize(images[:, None].float() / 255), labels)], torch.device("cpu"))
     assert result.accuracy(1) == direct.accuracy(1)
+
+
+def _flat_folder(root, per_class: int = 10):
+    generator = torch.Generator().manual_seed(1)
+    for c, name in enumerate(("dark", "light")):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = (torch.rand(12, 12, 3, generator=generator) * 100 + 120 * c).to(torch.uint8)
+            Image.fromarray(pixels.numpy()).save(root / name / f"{i}.png")
+    return root
+
+
+def test_a_run_on_a_flat_folder_is_evaluated_on_the_images_it_held_out(tmp_path):
+    """A folder without test/ trains on part of it: eval reads the held-out part, the images the run
+    validated on (and reported), never the training images; a run that held none out is refused."""
+    from dcnn.train import make_config, train
+
+    folder = _flat_folder(tmp_path / "folder")
+    values = dict(model="resnet20", dataset=str(folder), image_size=8, epochs=1, batch_size=4, progress=False,
+                  val_size=None, val_split=0.3, seed=2)
+    run, _ = train(make_config({**values, "run_dir": str(tmp_path / "run")}))
+    reported = json.loads((run / "eval" / "metrics.json").read_text())
+    result, _, _, split = evaluate_model_file(run, out_dir=tmp_path / "again")
+    assert split == "val" and result.num_samples == 6 == reported["num_samples"]  # 30% of 2 x 10
+    assert result.accuracy(1) == reported["top1_accuracy"]
+    assert json.loads((tmp_path / "again" / "metrics.json").read_text())["split"] == "val"
+
+    other = _flat_folder(tmp_path / "other", per_class=3)  # a folder of other images: all of it
+    result, _, _, split = evaluate_model_file(run, dataset=str(other), out_dir=tmp_path / "other-eval")
+    assert split == "all" and result.num_samples == 6
+
+    meta = modelfile.read_model_metadata(run / "model.safetensors")
+    assert meta["held_out"] == [0.3, 2]
+    model, _ = modelfile.load_model_file(run / "model.safetensors")
+    del meta["held_out"]  # a model file of a run that held nothing out of the folder
+    rest = {k: v for k, v in meta.items() if k not in ("model", "num_classes", "in_chans")}
+    modelfile.save_model_file(model, tmp_path / "all.safetensors", modelfile.model_metadata(model, rest))
+    with pytest.raises(DcnnError, match="trained on every image there"):
+        evaluate_model_file(tmp_path / "all.safetensors", out_dir=tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
 
 
 # --- predict ------------------------------------------------------------------------------------

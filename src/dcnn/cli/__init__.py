@@ -246,7 +246,7 @@ def _batch_size(text: str | None) -> int | str | None:
 
 def print_result(result: Any, split: str = "test") -> None:
     top5 = result.topk_accuracy.get(5)
-    label = "validation" if split == "val" else split
+    label = {"val": "validation", "all": "whole-folder"}.get(split, split)
     out.print(f"{label} accuracy: {100 * result.accuracy(1):.2f}% (top-1 error {100 * result.error(1):.2f}%)"
               + (f", top-5 accuracy {100 * top5:.2f}%" if top5 is not None else ""))
 
@@ -265,9 +265,9 @@ def eval_command(
     """Evaluate a trained model on its test set: top-1/top-5, per-class accuracy, confusion matrix."""
     from dcnn.evaluate.run import evaluate_model_file
 
-    result, report_dir, class_names = evaluate_model_file(source, data_dir, out_dir, device, dataset, view)
+    result, report_dir, class_names, split = evaluate_model_file(source, data_dir, out_dir, device, dataset, view)
     out.print(f"view: {view}")
-    print_result(result)
+    print_result(result, split)
     per_class = result.per_class_accuracy
     out.print("per class: " + ", ".join(f"{n} {100 * float(a):.1f}%" for n, a in zip(class_names, per_class,
                                                                                      strict=True)))

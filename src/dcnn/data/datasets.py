@@ -9,7 +9,7 @@ CSV of ``path,label`` rows. Class names come from the folders (or the CSV) and t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,16 +148,23 @@ def load_dataset(name_or_path: str, data_dir: str | None = None, download: bool 
                          splits.get("val"), skipped)
 
 
-def load_test_split(name_or_path: str, data_dir: str | None = None, download: bool = True
-                    ) -> tuple[Split, list[str], list[Skipped]]:
-    """The split to evaluate a trained model on (reading no training files of a named dataset): a
-    named dataset's test split; a folder's test/ (or val/) folder, or all of a flat folder."""
+def load_test_split(name_or_path: str, data_dir: str | None = None, download: bool = True,
+                    held_out: Sequence[float] | None = None) -> tuple[Split, list[str], list[Skipped], str]:
+    """The split to evaluate a trained model on (reading no training files of a named dataset) and
+    its name: a named dataset's test split ("test"); a folder's test/ ("test") or val/ ("val")
+    folder; for a flat folder, the images a run trained on it held out for validation, `held_out`
+    being that run's (fraction, seed) ("val"), or else all of it ("all": a folder of other images)."""
     if name_or_path in DATASETS:
         test, class_names = DATASETS[name_or_path].load("test", data_dir, download)
-        return test, class_names, []
+        return test, class_names, [], "test"
     splits = load_dataset(name_or_path)
-    split = next((s for s in (splits.test, splits.val) if s is not None), splits.train)
-    return split, splits.class_names, splits.skipped
+    if splits.test is not None or splits.val is not None:
+        return (splits.test, splits.class_names, splits.skipped, "test") if splits.test is not None \
+            else (splits.val, splits.class_names, splits.skipped, "val")
+    if held_out:
+        fraction, seed = held_out
+        return hold_out(splits.train, fraction, int(seed))[1], splits.class_names, splits.skipped, "val"
+    return splits.train, splits.class_names, splits.skipped, "all"
 
 
 def hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:

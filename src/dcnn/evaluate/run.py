@@ -14,8 +14,8 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from dcnn.data.datasets import load_test_split
-from dcnn.data.folder import IMAGE_EXTENSIONS, _scan_class_folder
+from dcnn.data.datasets import Split, load_test_split
+from dcnn.data.folder import IMAGE_EXTENSIONS, Skipped, _scan_class_folder
 from dcnn.data.images import load_images
 from dcnn.data.pipeline import at_size, make_batches, model_inputs
 from dcnn.data.preprocess import Preprocess
@@ -51,20 +51,34 @@ def class_names_of(model: torch.nn.Module, meta: dict[str, Any]) -> list[str]:
     return meta.get("class_names") or [str(i) for i in range(model.num_classes)]
 
 
+def run_test_split(meta: dict[str, Any], data_dir: str | None = None, download: bool = True
+                   ) -> tuple[Split, list[str], list[Skipped], str]:
+    """What a trained model is evaluated on by default, from its model file's metadata: its dataset's
+    test split, or the validation images the run held out of a folder without one (and the split's
+    name, "test" or "val"). A run that held out nothing from such a folder has no unseen images."""
+    split, names, skipped, which = load_test_split(meta["dataset"], data_dir, download, meta.get("held_out"))
+    if which == "all":
+        raise DcnnError(f"{meta['dataset']} has no test split and the run held out no validation images, so it "
+                        "trained on every image there; evaluate on other images with --dataset PATH.")
+    return split, names, skipped, which
+
+
 def evaluate_model_file(
     source: str | Path, data_dir: str | None = None, out_dir: str | Path | None = None, device: str = "auto",
     dataset: str | None = None, view: str = "center", batch_size: int = 500,
-) -> tuple[ClassificationResult, Path, list[str]]:
-    """Evaluate a trained model on the test split of the dataset it was trained on (or on `dataset`,
-    a folder with the same class names), under an evaluation `view` (center, flip, ten_crop); writes
-    the report (metrics.json, confusion_matrix.csv/.png) to `out_dir` (default: next to the model, in
-    eval/)."""
+) -> tuple[ClassificationResult, Path, list[str], str]:
+    """Evaluate a trained model on the test split of the dataset it was trained on (the run's held-out
+    validation images where that has none; :func:`run_test_split`), or on `dataset`, a folder with
+    the same class names, under an evaluation `view` (center, flip, ten_crop); writes the report
+    (metrics.json, confusion_matrix.csv/.png) to `out_dir` (default: next to the model, in eval/).
+    Returns the result, the report folder, the class names and the split's name (test, val, all)."""
     spec = get_view(view)
     path = model_file_of(source)
     dev = resolve_device(device)
     model, meta = load_model_file(path, dev)
     names = class_names_of(model, meta)
-    split, split_classes, _ = load_test_split(dataset or meta["dataset"], data_dir)
+    split, split_classes, _, which = (load_test_split(dataset, data_dir) if dataset
+                                      else run_test_split(meta, data_dir))
     if split_classes != names:
         raise DcnnError(f"{dataset or meta['dataset']} has the classes {split_classes}, but the model was trained "
                         f"on {names}; evaluate on a folder with the same class folders.")
@@ -75,8 +89,8 @@ def evaluate_model_file(
     result = evaluate(ViewModel(model, spec.name, size), model_inputs(batches, source_prep), dev)
     report_dir = Path(out_dir) if out_dir else path.parent / "eval"
     write_report(result, report_dir, class_names=names, extra={"view": spec.name, "dataset": dataset or meta["dataset"],
-                                                                "skipped_files": len(batches.skipped)})
-    return result, report_dir, names
+                                                                "split": which, "skipped_files": len(batches.skipped)})
+    return result, report_dir, names, which
 
 
 # A classifier as prediction sees it: a batch of model input (N, C, H, W) in, logits (N, classes) out

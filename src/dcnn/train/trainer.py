@@ -93,6 +93,7 @@ class Data:
     preprocess: Preprocess
     counts: dict[str, list[int]]
     scan_skipped: list[Skipped]
+    held_out: tuple[float, int] | None = None  # a flat folder's validation share and seed (what eval reads)
 
     @property
     def skipped(self) -> list[Skipped]:
@@ -109,7 +110,7 @@ class Data:
 def prepare_data(cfg: TrainConfig, model_cfg: Any, device: torch.device) -> Data:
     """Load the dataset, split off validation, decode, fit the preprocessing on the training split."""
     splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
-    train, val = splits.train, splits.val
+    train, val, held = splits.train, splits.val, None
     if val is not None:
         if cfg.given() & {"val_size", "val_split"}:
             raise DcnnError(f"val_size / val_split: {cfg.dataset} has its own validation folder (val/); "
@@ -121,6 +122,7 @@ def prepare_data(cfg: TrainConfig, model_cfg: Any, device: torch.device) -> Data
         if fraction >= 1:
             raise DcnnError(f"val_size {cfg.val_size} leaves no training data (the split has {len(train)} images).")
         train, val = hold_out(train, fraction, cfg.seed)
+        held = (fraction, cfg.seed) if val is not None and splits.test is None else None
     train, test = limit(train, cfg.train_limit, cfg.seed), splits.test
     if test is not None:
         test = limit(test, cfg.test_limit, cfg.seed)
@@ -147,7 +149,7 @@ def prepare_data(cfg: TrainConfig, model_cfg: Any, device: torch.device) -> Data
     counts = {name: torch.bincount(batches.labels.cpu(), minlength=k).tolist()
               for name, batches in (("train", train_batches), ("val", val_batches), ("test", test_batches))
               if batches is not None}
-    return Data(train_batches, val_batches, test_batches, splits.class_names, prep, counts, splits.skipped)
+    return Data(train_batches, val_batches, test_batches, splits.class_names, prep, counts, splits.skipped, held)
 
 
 def classification_loss(
@@ -245,6 +247,7 @@ class Trainer:
             "class_names": self.data.class_names,
             "preprocessing": self.data.preprocess.to_dict(),
             "dataset": cfg.dataset,
+            **({"held_out": list(self.data.held_out)} if self.data.held_out else {}),
         })
         self.file_tensors = self.data.preprocess.tensors()
         self._report_data()

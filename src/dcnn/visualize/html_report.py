@@ -31,11 +31,11 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from dcnn.analysis import summary as layer_summary
-from dcnn.data.datasets import first, load_test_split
+from dcnn.data.datasets import first
 from dcnn.data.pipeline import make_batches
 from dcnn.device import resolve_device
 from dcnn.errors import DcnnError
-from dcnn.evaluate.run import class_names_of, preprocess_of
+from dcnn.evaluate.run import class_names_of, preprocess_of, run_test_split
 from dcnn.fileio import atomic_output
 from dcnn.models import create_model
 from dcnn.models.modelfile import load_model_file
@@ -386,7 +386,7 @@ def first_test_images(run: Run, count: int) -> tuple[torch.Tensor, torch.Tensor]
     """The first `count` images of the split `dcnn eval` reads (the dataset's test split), as uint8
     pixels at the model's input size, and their labels; DcnnError when it is not on this machine."""
     dataset = run.config.get("dataset") or run.meta["dataset"]
-    split, names, _ = load_test_split(dataset, run.config.get("data_dir"), download=False)
+    split, names, _, _ = run_test_split({**run.meta, "dataset": dataset}, run.config.get("data_dir"), download=False)
     if names != class_names_of(run.model, run.meta):
         raise DcnnError(f"{dataset} now has the classes {names}, not those the model was trained on.")
     batches = make_batches(first(split, count), preprocess_of(run.meta), count, torch.device("cpu"))
