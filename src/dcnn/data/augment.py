@@ -14,7 +14,14 @@ keyword parameters (with type hints and defaults) are the augmentation's options
 of its docstring is its help text, so validation and ``describe_augmentations()`` come from the
 builder itself.
 
-:class:`BatchAugment` applies the list to a float batch (N, C, H, W) in [0, 1] on the batch's device.
+:class:`BatchAugment` applies the list to a batch (N, C, H, W) on the batch's device: float in
+[0, 1], or uint8 pixels. A uint8 batch goes through the augmentations that move, copy or zero pixels
+(:class:`PixelOp`: crops, random-resized crops, flips, cutout) as uint8, and becomes float [0, 1]
+(:func:`to_float`) just before the first augmentation that needs floats; a list of pixel operations
+only returns uint8, which the caller converts and normalizes in one pass (``to_float(x, mean, std)``).
+On a CPU, moving bytes and mapping new memory cost more than the arithmetic of augmentation: uint8
+pixels are 4x fewer bytes than floats, and cropping first makes the float batch at the output's size.
+A crop followed by a flip draws both and writes the mirrored crop in one pass.
 Randomness comes from torch's global generators (kornia samples from them), seeded from the call's
 `seed` inside ``torch.random.fork_rng``: the same seed gives the same batch, and the caller's random
 state is left as it was. Label-mixing augmentations (mixup, cutmix) turn the integer labels into
@@ -31,10 +38,11 @@ import inspect
 import math
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -44,6 +52,40 @@ from dcnn.errors import DcnnError, did_you_mean
 
 # An image operation maps a float batch (N, C, H, W) in [0, 1] to an augmented one.
 ImageOp = Callable[[Tensor], Tensor]
+
+
+class PixelOp:
+    """An image operation that also runs on uint8 batches (N, C, H, W), returning uint8: it moves,
+    copies or zeros pixels (a resize rounds its result to the nearest level)."""
+
+    def __call__(self, images: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+def to_float(images: Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Tensor:
+    """uint8 pixels (N, C, H, W) as float32 x / 255 or, given `mean` and `std` (one value per
+    channel), the model input (x / 255 - mean) / std: a new contiguous batch on the same device.
+
+    Equal bit for bit to ``(images.float() / 255 - mean) / std`` (the formula of
+    :meth:`dcnn.data.preprocess.Preprocess.normalize`), computed in place on the one new tensor. On
+    a CPU a new float batch costs more in page faults than in arithmetic (64×3×224×224 floats are
+    9,400 pages of 4 KiB), so no intermediate batch is made, and the batch is allocated by numpy,
+    which asks the kernel for transparent huge pages on arrays of 4 MB and more (madvise; torch's
+    allocator does so only with THP_MEM_ALLOC_ENABLE=1 set): about 20 faults of 2 MB instead, 4x
+    faster on the machine of BENCHMARKS.md. The output is contiguous whatever the input's layout
+    (a channels-last input is transposed by the conversion itself), so that the per-channel
+    arithmetic runs along rows of pixels.
+    """
+    if images.device.type == "cpu":
+        out = torch.from_numpy(np.empty(tuple(images.shape), dtype=np.float32))
+    else:
+        out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
+    out.copy_(images).div_(255.0)
+    if mean is not None and std is not None:
+        shape = (1, -1, 1, 1)
+        out.sub_(torch.tensor(mean, device=out.device).view(shape))
+        out.div_(torch.tensor(std, device=out.device).view(shape))
+    return out
 
 
 class LabelMix:
@@ -244,18 +286,20 @@ class BatchAugment:
         """Augment a batch.
 
         Args:
-            images: float (N, C, H, W) in [0, 1], on any device.
+            images: float (N, C, H, W) in [0, 1], or uint8 pixels, on any device.
             labels: int64 (N,) class indices, aligned with `images`.
             seed: the same seed gives the same output; the global random state is not changed.
 
         Returns:
-            The augmented images (same shape unless a crop sets another size, values in [0, 1]) and
-            the targets: `labels` unchanged, or float (N, num_classes) soft targets when
-            :attr:`mixes_labels`.
+            The augmented images (same shape unless a crop sets another size) and the targets:
+            `labels` unchanged, or float (N, num_classes) soft targets when :attr:`mixes_labels`.
+            The images are float in [0, 1], or uint8 when uint8 came in and every augmentation of
+            the list is a :class:`PixelOp`.
         """
-        if images.ndim != 4 or not images.is_floating_point():
+        if images.ndim != 4 or not (images.is_floating_point() or images.dtype == torch.uint8):
             raise DcnnError(
-                f"augmentation needs a float batch (N, C, H, W) in [0, 1], got {images.dtype} {tuple(images.shape)}."
+                "augmentation needs a batch (N, C, H, W) of uint8 pixels or floats in [0, 1], "
+                f"got {images.dtype} {tuple(images.shape)}."
             )
         if labels.shape != images.shape[:1] or labels.dtype != torch.long:
             raise DcnnError(
@@ -269,16 +313,24 @@ class BatchAugment:
                     f"labels must lie in [0, {self.num_classes - 1}] to be mixed, "
                     f"got [{int(labels.min())}, {int(labels.max())}]."
                 )
-            targets = F.one_hot(labels, self.num_classes).to(images.dtype)
+            soft = images.dtype if images.is_floating_point() else torch.float32
+            targets = F.one_hot(labels, self.num_classes).to(soft)
         device = images.device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.random.default_generator.manual_seed(seed)
             if device.type == "cuda":
                 with torch.cuda.device(device):
                     torch.cuda.manual_seed(seed)
-            for op in self._ops:
+            fused = None  # a flip already applied by the crop before it
+            for op, then in zip(self._ops, [*self._ops[1:], None], strict=True):
+                if images.dtype == torch.uint8 and not isinstance(op, PixelOp):
+                    images = to_float(images)
+                if op is fused:
+                    continue
                 if isinstance(op, LabelMix):
                     images, targets = op(images, targets)
+                elif isinstance(op, Crop) and isinstance(then, Flip):
+                    images, fused = op(images, then_flip=then), then
                 else:
                     images = op(images)
         return images, targets
@@ -412,28 +464,41 @@ def rotate(*, degrees: float = 15.0) -> ImageOp:
     return _kornia().RandomRotation(degrees=degrees, p=1.0)
 
 
-def _flip(p: float, dim: int) -> ImageOp:
+class Flip(PixelOp):
     """Mirror each image along `dim` with probability p: one flip of the batch and one select (kornia's
     flips build and apply a transformation matrix per image, several times slower on a CPU)."""
-    _check_p(p)
 
-    def apply(images: Tensor) -> Tensor:
-        chosen = _bernoulli(images.shape[0], p, images.device).view(-1, 1, 1, 1)
-        return torch.where(chosen, images.flip(dim), images)
+    def __init__(self, p: float, dim: int) -> None:
+        _check_p(p)
+        self.p, self.dim = p, dim
 
-    return apply
+    def draw(self, n: int) -> Tensor:
+        """Which of `n` images are mirrored: a (n,) boolean CPU tensor."""
+        return _bernoulli(n, self.p, torch.device("cpu"))
+
+    def __call__(self, images: Tensor) -> Tensor:
+        chosen = self.draw(images.shape[0]).to(images.device).view(-1, 1, 1, 1)
+        return torch.where(chosen, images.flip(self.dim), images)
+
+
+class Crop(PixelOp):
+    """A crop that can also apply the flip that follows it in the list, in the same pass: it draws
+    its own random numbers first, then the flip's, as the two would one after the other."""
+
+    def __call__(self, images: Tensor, then_flip: Flip | None = None) -> Tensor:
+        raise NotImplementedError
 
 
 @register_augmentation("hflip")
-def hflip(*, p: float = 0.5) -> ImageOp:
+def hflip(*, p: float = 0.5) -> Flip:
     """Mirror left-right with probability p (Krizhevsky et al. 2012, Sec. 4.1)."""
-    return _flip(p, -1)
+    return Flip(p, -1)
 
 
 @register_augmentation("vflip")
-def vflip(*, p: float = 0.5) -> ImageOp:
+def vflip(*, p: float = 0.5) -> Flip:
     """Mirror top-bottom with probability p."""
-    return _flip(p, -2)
+    return Flip(p, -2)
 
 
 @register_augmentation("perspective")
@@ -444,58 +509,90 @@ def perspective(*, distortion_scale: float = 0.5, p: float = 0.5) -> ImageOp:
     return _kornia().RandomPerspective(distortion_scale=distortion_scale, p=p)
 
 
-@register_augmentation("random_crop")
-def random_crop(
-    *, size: int | None = None, padding: int = 4, padding_mode: Literal["zeros", "reflect", "replicate"] = "zeros"
-) -> ImageOp:
-    """Pad each side by `padding` pixels, then take a random size×size window (default: the image's size)."""
-    # The CIFAR protocol: pad 4, random 32×32 crop (He et al. 2016, Sec. 4.2); random crops of the
-    # training images (Krizhevsky et al. 2012, Sec. 4.1); translations by a pixel or two for digits
-    # (LeCun et al. 1998, Sec. V.B, "distortions"). One gather per batch: each image's window is
-    # read out of the padded batch by index, no per-image loop.
-    _check(size is None or size >= 1, f"size must be at least 1, got {size}")
-    _check(padding >= 0, f"padding must be at least 0, got {padding}")
-    mode = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate"}[padding_mode]
+def _source_index(index: Tensor, size: int, padding_mode: str) -> tuple[Tensor, Tensor | None]:
+    """Where positions `index` of an image padded on both sides read from in the image of `size`
+    (index 0 is the image's first pixel): the positions, and for zero padding which ones are inside."""
+    if padding_mode == "replicate":
+        return index.clamp(0, size - 1), None
+    if padding_mode == "reflect":  # mirrored about the edge pixel, which is not repeated (as F.pad's)
+        index = index.abs()
+        return torch.where(index >= size, 2 * (size - 1) - index, index), None
+    return index.clamp(0, size - 1), (index >= 0) & (index < size)
 
-    def apply(images: Tensor) -> Tensor:
-        n, _, height, width = images.shape
+
+class RandomCrop(Crop):
+    """The random_crop augmentation: a window of the padded image, at a random offset per image."""
+
+    def __init__(self, size: int | None, padding: int, padding_mode: str) -> None:
+        _check(size is None or size >= 1, f"size must be at least 1, got {size}")
+        _check(padding >= 0, f"padding must be at least 0, got {padding}")
+        self.size, self.padding, self.padding_mode = size, padding, padding_mode
+
+    def __call__(self, images: Tensor, then_flip: Flip | None = None) -> Tensor:
+        # One gather per batch: every output pixel's source pixel (in the padded image, mirrored
+        # for a flip) is computed, then read out of the batch by one index_select, no per-image
+        # loop and no padded copy of the batch.
+        n, channels, height, width = images.shape
+        size, padding = self.size, self.padding
         out_h, out_w = (size, size) if size is not None else (height, width)
         if out_h > height + 2 * padding or out_w > width + 2 * padding:
             raise DcnnError(
                 f"random_crop size {size} is larger than the padded image ({height}×{width} plus {padding} "
                 "on each side); lower size or raise padding."
             )
-        if padding_mode == "reflect" and padding >= min(height, width):
+        if self.padding_mode == "reflect" and padding >= min(height, width):
             raise DcnnError(f"random_crop reflect padding {padding} must be smaller than the image ({height}×{width}).")
-        padded = F.pad(images, (padding,) * 4, mode=mode) if padding else images
-        dy = torch.randint(0, height + 2 * padding - out_h + 1, (n,))
-        dx = torch.randint(0, width + 2 * padding - out_w + 1, (n,))
-        rows = (dy.view(n, 1) + torch.arange(out_h).view(1, out_h)).to(images.device)
-        cols = (dx.view(n, 1) + torch.arange(out_w).view(1, out_w)).to(images.device)
-        index = torch.arange(n, device=images.device).view(n, 1, 1)
-        return padded.permute(0, 2, 3, 1)[index, rows.view(n, out_h, 1), cols.view(n, 1, out_w)].permute(0, 3, 1, 2)
+        dy = torch.randint(0, height + 2 * padding - out_h + 1, (n, 1))
+        dx = torch.randint(0, width + 2 * padding - out_w + 1, (n, 1))
+        rows, cols = dy - padding + torch.arange(out_h), dx - padding + torch.arange(out_w)
+        if then_flip is not None:
+            mirror = then_flip.draw(n).view(n, 1)
+            if then_flip.dim == -1:
+                cols = torch.where(mirror, cols.flip(1), cols)
+            else:
+                rows = torch.where(mirror, rows.flip(1), rows)
+        rows, rows_in = _source_index(rows, height, self.padding_mode)
+        cols, cols_in = _source_index(cols, width, self.padding_mode)
+        pixel = (torch.arange(n).view(n, 1, 1) * height + rows.view(n, out_h, 1)) * width + cols.view(n, 1, out_w)
+        pixels = images.permute(0, 2, 3, 1).reshape(-1, channels)  # (N·H·W, C): one row per pixel
+        out = pixels.index_select(0, pixel.view(-1).to(images.device)).view(n, out_h, out_w, channels)
+        if rows_in is not None and cols_in is not None and padding:
+            outside = ~(rows_in.view(n, out_h, 1, 1) & cols_in.view(n, 1, out_w, 1))
+            out.masked_fill_(outside.to(images.device), 0)
+        return out.permute(0, 3, 1, 2)
 
-    return apply
+
+@register_augmentation("random_crop")
+def random_crop(
+    *, size: int | None = None, padding: int = 4, padding_mode: Literal["zeros", "reflect", "replicate"] = "zeros"
+) -> RandomCrop:
+    """Pad each side by `padding` pixels, then take a random size×size window (default: the image's size)."""
+    # The CIFAR protocol: pad 4, random 32×32 crop (He et al. 2016, Sec. 4.2); random crops of the
+    # training images (Krizhevsky et al. 2012, Sec. 4.1); translations by a pixel or two for digits
+    # (LeCun et al. 1998, Sec. V.B, "distortions").
+    return RandomCrop(size, padding, padding_mode)
 
 
-@register_augmentation("random_resized_crop")
-def random_resized_crop(
-    *, size: int = 224, scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3)
-) -> ImageOp:
-    """Crop a random area fraction `scale` and aspect ratio `ratio`, resized to size×size."""
-    # The Inception crop (Szegedy et al. 2015, Sec. 6): 8%-100% of the area, aspect ratio 3/4-4/3.
-    _check(size >= 1, f"size must be at least 1, got {size}")
-    _check(0.0 < scale[0] <= scale[1] <= 1.0, f"scale needs 0 < low <= high <= 1, got {list(scale)}")
-    _check(0.0 < ratio[0] <= ratio[1], f"ratio needs 0 < low <= high, got {list(ratio)}")
-    low, high = math.log(ratio[0]), math.log(ratio[1])
+class ResizedCrop(Crop):
+    """The random_resized_crop augmentation: a random box of each image, resized to size×size."""
 
-    def apply(images: Tensor) -> Tensor:
-        # torchvision's sampling (10 tries per image of an area and a log-uniform aspect ratio, else
-        # the centre crop of the clamped ratio), drawn for the whole batch at once; every crop is
-        # then resampled by one batched grid_sample (bilinear, corners aligned as kornia's).
-        n, _, height, width = images.shape
+    def __init__(self, size: int, scale: tuple[float, float], ratio: tuple[float, float]) -> None:
+        _check(size >= 1, f"size must be at least 1, got {size}")
+        _check(0.0 < scale[0] <= scale[1] <= 1.0, f"scale needs 0 < low <= high <= 1, got {list(scale)}")
+        _check(0.0 < ratio[0] <= ratio[1], f"ratio needs 0 < low <= high, got {list(ratio)}")
+        self.size, self.scale, self.ratio = size, scale, ratio
+
+    def draw(self, n: int, height: int, width: int) -> Tensor:
+        """The crop of each of `n` images of height×width: int64 (n, 4) rows of (top, left, height, width).
+
+        torchvision's RandomResizedCrop sampling, drawn for the whole batch at once: 10 tries per
+        image of an area fraction uniform in `scale` and an aspect ratio log-uniform in `ratio`, the
+        first that fits placed uniformly; where none fits, the centre crop of the whole image with
+        its aspect ratio clamped to `ratio`.
+        """
+        scale, ratio = self.scale, self.ratio
         area = height * width * torch.empty(n, 10).uniform_(scale[0], scale[1])
-        aspect = torch.exp(torch.empty(n, 10).uniform_(low, high))
+        aspect = torch.exp(torch.empty(n, 10).uniform_(math.log(ratio[0]), math.log(ratio[1])))
         crop_w, crop_h = (area * aspect).sqrt().round(), (area / aspect).sqrt().round()
         fits = (crop_w >= 1) & (crop_w <= width) & (crop_h >= 1) & (crop_h <= height)
         pick = fits.float().argmax(1)
@@ -508,39 +605,74 @@ def random_resized_crop(
         crop_h = torch.where(found, crop_h[rows, pick], torch.tensor(float(fallback_h)))
         top = torch.where(found, (torch.rand(n) * (height - crop_h + 1)).floor(), ((height - crop_h) / 2).floor())
         left = torch.where(found, (torch.rand(n) * (width - crop_w + 1)).floor(), ((width - crop_w) / 2).floor())
-        theta = torch.zeros(n, 2, 3)
-        theta[:, 0, 0] = (crop_w - 1) / max(width - 1, 1)
-        theta[:, 0, 2] = (2 * left + crop_w - 1) / max(width - 1, 1) - 1
-        theta[:, 1, 1] = (crop_h - 1) / max(height - 1, 1)
-        theta[:, 1, 2] = (2 * top + crop_h - 1) / max(height - 1, 1) - 1
-        grid = F.affine_grid(theta.to(images), [n, images.shape[1], size, size], align_corners=True)
-        return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        return torch.stack([top, left, crop_h, crop_w], 1).long()
 
-    return apply
+    def __call__(self, images: Tensor, then_flip: Flip | None = None) -> Tensor:
+        # Each crop is resized on its own (bilinear with antialiasing, pixel centres aligned: what
+        # torchvision's RandomResizedCrop and Pillow's resize compute) from a channels-last copy
+        # of the crop alone: torch's AVX2 kernels resize uint8 channels-last images directly, and
+        # only the crop's pixels are read. The result is written into an NCHW batch (a
+        # channels-last one makes the later float conversion a slow transposing copy). Measured
+        # faster on a CPU than one grid_sample over the float batch, separable gathers, or
+        # resizing each channel as a one-channel image.
+        n, channels, height, width = images.shape
+        boxes = self.draw(n, height, width).tolist()
+        mirror = then_flip.draw(n).tolist() if then_flip is not None else [False] * n
+        out = torch.empty((n, channels, self.size, self.size), dtype=images.dtype, device=images.device)
+        for i, ((top, left, crop_h, crop_w), flip) in enumerate(zip(boxes, mirror, strict=True)):
+            crop = images[i : i + 1, :, top : top + crop_h, left : left + crop_w]
+            resized = _resize(crop.contiguous(memory_format=torch.channels_last), self.size)
+            out[i : i + 1] = resized.flip(then_flip.dim) if flip and then_flip is not None else resized
+        return out
 
 
-@register_augmentation("cutout")
-def cutout(*, size: int = 16, p: float = 1.0) -> ImageOp:
-    """Zero a size×size square at a uniformly random centre (clipped at the borders) of each image."""
-    # DeVries & Taylor 2017, Sec. 3: the centre may lie anywhere in the image, so the square may be
-    # partly outside it; 16×16 on CIFAR-10, 8×8 on CIFAR-100.
-    _check(size >= 1, f"size must be at least 1, got {size}")
-    _check_p(p)
+def _resize(images: Tensor, size: int) -> Tensor:
+    """Images (N, C, H, W) resized to size×size, bilinear with antialiasing, in their dtype (uint8
+    rounded to the nearest level)."""
+    if images.dtype == torch.uint8 and images.device.type != "cpu":  # kernels for floats only there
+        resized = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True)
+        return resized.round_().clamp_(0, 255).to(torch.uint8)
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
 
-    def apply(images: Tensor) -> Tensor:
+
+@register_augmentation("random_resized_crop")
+def random_resized_crop(
+    *, size: int = 224, scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3)
+) -> ResizedCrop:
+    """Crop a random area fraction `scale` and aspect ratio `ratio`, resized to size×size."""
+    # The Inception crop (Szegedy et al. 2015, Sec. 6): 8%-100% of the area, aspect ratio 3/4-4/3.
+    return ResizedCrop(size, scale, ratio)
+
+
+class Cutout(PixelOp):
+    """The cutout augmentation: a size×size square of zeros at a random centre of each image."""
+
+    def __init__(self, size: int, p: float) -> None:
+        _check(size >= 1, f"size must be at least 1, got {size}")
+        _check_p(p)
+        self.size, self.p = size, p
+
+    def __call__(self, images: Tensor) -> Tensor:
         n, _, height, width = images.shape
+        size = self.size
         cy = torch.randint(0, height, (n,))
         cx = torch.randint(0, width, (n,))
-        chosen = _bernoulli(n, p, images.device)
+        chosen = _bernoulli(n, self.p, images.device)
         top, left = (cy - size // 2).to(images.device), (cx - size // 2).to(images.device)
         rows = torch.arange(height, device=images.device)
         cols = torch.arange(width, device=images.device)
         in_rows = (rows >= top[:, None]) & (rows < top[:, None] + size)
         in_cols = (cols >= left[:, None]) & (cols < left[:, None] + size)
         hole = (in_rows[:, :, None] & in_cols[:, None, :] & chosen[:, None, None]).unsqueeze(1)
-        return torch.where(hole, 0.0, images)  # (faster than masked_fill with a broadcast mask)
+        return torch.where(hole, 0, images)  # (faster than masked_fill with a broadcast mask)
 
-    return apply
+
+@register_augmentation("cutout")
+def cutout(*, size: int = 16, p: float = 1.0) -> Cutout:
+    """Zero a size×size square at a uniformly random centre (clipped at the borders) of each image."""
+    # DeVries & Taylor 2017, Sec. 3: the centre may lie anywhere in the image, so the square may be
+    # partly outside it; 16×16 on CIFAR-10, 8×8 on CIFAR-100.
+    return Cutout(size, p)
 
 
 # ---------------------------------------------------------------------------------------------

