@@ -1,23 +1,37 @@
 """Images per second of training-data pipelines: dcnn's batched augmentation against a per-sample one.
 
-Runs, in one process on the same machine, one shuffled epoch of each path over the same decoded
-images held in memory as uint8 (decoding is done once, beforehand, and not timed):
+Runs, in one process on the same machine, shuffled epochs of each path over the same decoded images
+held in memory as uint8 (decoding is done once, beforehand, and not timed), up to the normalized
+float batch the model reads:
 
-- batched (dcnn): a random permutation, batches by indexing the uint8 tensor, conversion to float
-  [0, 1], then :class:`dcnn.data.augment.BatchAugment` on the whole batch;
+- batched (dcnn): a random permutation, batches by indexing the uint8 tensor
+  (:class:`dcnn.data.loader.TensorBatches`), :class:`dcnn.data.augment.BatchAugment` on the uint8
+  batch (crops and flips stay uint8; a flip after a crop is done by the crop), then one conversion
+  to the normalized float batch (:func:`dcnn.data.augment.to_float`), with 1 torch thread and with
+  `--threads` (default: torch's own number); and, for comparison, the same loader converting each
+  batch to float before augmenting it and normalizing it after, on 1 thread (the order of dcnn's
+  trainer before uint8 augmentation);
 - per-sample (baseline): a map-style Dataset whose ``__getitem__`` augments one image with
-  Pillow/numpy and converts it to a tensor, batched by ``torch.utils.data.DataLoader`` with
-  ``num_workers`` 0 and 2 (worker start-up counts, as in every epoch of a default DataLoader).
+  Pillow/numpy, converts it to a tensor and normalizes it (torchvision's ToTensor and Normalize),
+  batched by ``torch.utils.data.DataLoader`` with ``num_workers`` 0 (1 torch thread, in the main
+  process) and 2 (one thread each; worker start-up counts, as in every epoch of a default DataLoader).
 
 Two workloads:
 
 - CIFAR-10 (32×32 JPEGs of cifar10-jpeg/train): the CIFAR recipe's augmentation, pad 4 (reflect),
   random 32×32 crop, horizontal flip, cutout 8×8;
 - photos (cats-vs-dogs JPEGs, resized to 256 on the shorter side and centre-cropped to 256×256):
-  random-resized crop to 224 (scale 0.08-1, ratio 3/4-4/3), horizontal flip.
+  random-resized crop to 224 (scale 0.08-1, ratio 3/4-4/3; Pillow's or torch's antialiased
+  bilinear resize of the crop, as torchvision's RandomResizedCrop), horizontal flip.
 
-Prints a Markdown table (path, image size, images/s, ratio to the per-sample baseline with 0 workers)
-and the machine. Each figure is the best of `--repeats` epochs.
+The paths take turns, epoch by epoch, so that a change of the machine's load falls on all of them;
+each figure is the best of `--repeats` epochs. Prints a Markdown table (path, threads, image size,
+images/s and images per CPU-second of the process and its workers, what load from other processes
+changes least, each with its ratio to the per-sample baseline with 0 workers), the time of each stage of the batched
+path, the machine's memory bandwidth and the cost of page faults of a new float batch (what bounds
+the 224-pixel path), how fast the models consume images in training, the load average and the
+machine. Set THP_MEM_ALLOC_ENABLE=1 (torch's option: transparent huge pages for tensors of 2 MB
+and more) to see the pipelines without most page faults.
 
     DCNN_DATA_DIR=../shared/data python benchmarks/data_pipeline.py [--images 10000] [--batch-size 256]
 """
@@ -29,6 +43,7 @@ import math
 import os
 import platform
 import random
+import resource
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -38,7 +53,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from dcnn.data.augment import BatchAugment, build_augment
+from dcnn.data.augment import BatchAugment, build_augment, to_float
 from dcnn.data.loader import EpochOrder, TensorBatches
 from dcnn.models import create_model
 
@@ -48,6 +63,9 @@ CIFAR_RECIPE = [
     {"cutout": {"size": 8}},
 ]
 PHOTO_RECIPE = [{"random_resized_crop": {"size": 224}}, "hflip"]
+# Both workloads normalize with ImageNet's channel statistics (the values do not change the timing).
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+_MEAN, _STD = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
 
 
 # ----- decoding (not timed) ------------------------------------------------------------------
@@ -85,23 +103,44 @@ def decode_photos(root: Path, count: int, side: int = 256) -> tuple[torch.Tensor
 
 
 # ----- batched path (dcnn) -------------------------------------------------------------------
-def batched_epoch(images: torch.Tensor, labels: torch.Tensor, augment: BatchAugment, batch_size: int) -> int:
-    """One shuffled epoch of dcnn's in-memory loader (TensorBatches) through `augment`, as the
-    trainer runs it; returns the number of images produced."""
+def batched_epoch(images: torch.Tensor, labels: torch.Tensor, augment: BatchAugment, batch_size: int,
+                  stages: list[dict[str, float]] | None = None, float_first: bool = False) -> int:
+    """One shuffled epoch of dcnn's in-memory loader (TensorBatches) through `augment` on uint8
+    batches, to the normalized float batch; returns the number of images produced. With `stages`,
+    appends to it the seconds spent indexing, augmenting and converting in this epoch. `float_first`: convert each
+    batch to float [0, 1] before augmenting it and normalize after (x - mean) / std, the order of
+    dcnn's trainer before uint8 augmentation."""
     batches = TensorBatches(images, labels, batch_size, EpochOrder(labels, seed=0))
     produced = 0
+    spent = {"index": 0.0, "augment": 0.0, "to_float": 0.0}
+    clock = time.perf_counter()
     for step, (batch, batch_labels) in enumerate(batches.epoch(0)):
-        out, _ = augment(batch.float().div_(255.0), batch_labels, seed=step)
+        indexed = time.perf_counter()
+        if float_first:
+            out, _ = augment(batch.float().div_(255.0), batch_labels, seed=step)
+            augmented = time.perf_counter()
+            out = (out - _MEAN) / _STD
+        else:
+            pixels, _ = augment(batch, batch_labels, seed=step)
+            augmented = time.perf_counter()
+            out = to_float(pixels, MEAN, STD)
         produced += out.shape[0]
+        now = time.perf_counter()
+        for stage, seconds in (("index", indexed - clock), ("augment", augmented - indexed),
+                               ("to_float", now - augmented)):
+            spent[stage] += seconds
+        clock = now
+    if stages is not None:
+        stages.append(spent)
     return produced
 
 
-def model_images_per_second(model_name: str, batch_size: int, steps: int = 6) -> float:
-    """How fast the CIFAR recipe's model consumes 32×32 images in training (forward, backward,
-    SGD step), the rate the data path must beat for training never to wait on data."""
+def model_images_per_second(model_name: str, size: int, batch_size: int, steps: int) -> float:
+    """How fast `model_name` consumes size×size images in training (forward, backward, SGD step),
+    the rate the data path must beat for training never to wait on data."""
     model = create_model(model_name, num_classes=10)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x, y = torch.randn(batch_size, 3, 32, 32), torch.randint(0, 10, (batch_size,))
+    x, y = torch.randn(batch_size, 3, size, size), torch.randint(0, 10, (batch_size,))
 
     def step() -> None:
         optimizer.zero_grad()
@@ -116,9 +155,13 @@ def model_images_per_second(model_name: str, batch_size: int, steps: int = 6) ->
 
 
 # ----- per-sample path (baseline) ------------------------------------------------------------
+
+
 def to_tensor(array: np.ndarray) -> torch.Tensor:
-    """HWC uint8 to CHW float in [0, 1], as torchvision's ToTensor."""
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float().div_(255.0)
+    """HWC uint8 to the normalized CHW float tensor, as torchvision's ToTensor then Normalize
+    (in place, without Normalize's copy)."""
+    pixels = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float().div_(255.0)
+    return pixels.sub_(_MEAN).div_(_STD)
 
 
 def cifar_sample(array: np.ndarray) -> torch.Tensor:
@@ -135,7 +178,8 @@ def cifar_sample(array: np.ndarray) -> torch.Tensor:
 
 
 def photo_sample(array: np.ndarray, size: int = 224) -> torch.Tensor:
-    """Random-resized crop (torchvision's sampling: 10 tries, else the whole image), flip, to tensor."""
+    """Random-resized crop (torchvision's sampling: 10 tries, else the whole image; the crop, then
+    its bilinear resize, as torchvision's on PIL images), flip, to tensor."""
     image = Image.fromarray(array)
     width, height = image.size
     box = (0, 0, width, height)
@@ -147,7 +191,7 @@ def photo_sample(array: np.ndarray, size: int = 224) -> torch.Tensor:
             left, top = random.randint(0, width - w), random.randint(0, height - h)
             box = (left, top, left + w, top + h)
             break
-    image = image.resize((size, size), Image.BILINEAR, box=box)
+    image = image.crop(box).resize((size, size), Image.BILINEAR)
     if random.random() < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return to_tensor(np.asarray(image))
@@ -173,13 +217,24 @@ def loader_epoch(loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> int:
 
 
 # ----- timing --------------------------------------------------------------------------------
-def images_per_second(epoch: Callable[[], int], repeats: int) -> float:
-    best = 0.0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        produced = epoch()
-        best = max(best, produced / (time.perf_counter() - start))
-    return best
+def with_threads(threads: int, epoch: Callable[[], int]) -> Callable[[], int]:
+    """`epoch` run with `threads` torch threads (the previous number restored after it)."""
+
+    def run() -> int:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return epoch()
+        finally:
+            torch.set_num_threads(before)
+
+    return run
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (all its threads) and of its finished children (DataLoader workers)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def run_workload(
@@ -190,29 +245,57 @@ def run_workload(
     sample: Callable,
     batch_size: int,
     repeats: int,
-) -> list[tuple[str, str, float]]:
+    threads: int,
+) -> tuple[list[tuple[str, str, str, float, float]], dict[str, float]]:
+    """(path, threads, size, best images/s, best images per CPU-second) rows, the paths taking
+    turns epoch by epoch, and the batched path's milliseconds per batch in each stage, on 1 thread
+    (in its fastest epoch)."""
     augment = build_augment(recipe, num_classes=int(labels.max()) + 1)
     assert augment is not None
-    batched_epoch(images[:batch_size], labels[:batch_size], augment, batch_size)  # warm kornia's lazy setup
-    rows = []
+    batched_epoch(images[:batch_size], labels[:batch_size], augment, batch_size)  # warm lazy setup
     dataset = PerSampleDataset(images, labels, sample)
-    for workers in (0, 2):
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers)
-        rows.append(
-            (
-                f"per-sample Dataset + DataLoader, {workers} workers",
-                label,
-                images_per_second(lambda loader=loader: loader_epoch(loader), repeats),
-            )
-        )
-    rows.append(
-        (
-            f"batched uint8 tensor + dcnn BatchAugment ({torch.get_num_threads()} threads)",
-            label,
-            images_per_second(lambda: batched_epoch(images, labels, augment, batch_size), repeats),
-        )
-    )
-    return rows
+    epochs: list[dict[str, float]] = []
+    paths: list[tuple[str, str, Callable[[], int]]] = [
+        ("per-sample Dataset + DataLoader, 0 workers", "1 (main process)",
+         with_threads(1, lambda: loader_epoch(DataLoader(dataset, batch_size=batch_size, shuffle=True)))),
+        ("per-sample Dataset + DataLoader, 2 workers", "2 processes x 1",
+         lambda: loader_epoch(DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=2))),
+        ("batched, float first: convert, BatchAugment, normalize", "1 (torch)",
+         with_threads(1, lambda: batched_epoch(images, labels, augment, batch_size, float_first=True))),
+        ("batched uint8 tensor + dcnn BatchAugment + to_float", "1 (torch)",
+         with_threads(1, lambda: batched_epoch(images, labels, augment, batch_size, epochs))),
+    ]
+    if threads != 1:
+        paths.append(("batched uint8 tensor + dcnn BatchAugment + to_float", f"{threads} (torch)",
+                      with_threads(threads, lambda: batched_epoch(images, labels, augment, batch_size))))
+    best = [(0.0, 0.0)] * len(paths)
+    for _ in range(repeats):
+        for k, (_, _, epoch) in enumerate(paths):
+            wall, cpu = time.perf_counter(), cpu_seconds()
+            produced = epoch()
+            wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+            best[k] = (max(best[k][0], produced / wall), max(best[k][1], produced / cpu))
+    rows = [(path, used, label, *speeds) for (path, used, _), speeds in zip(paths, best, strict=True)]
+    fastest = min(epochs, key=lambda stages: sum(stages.values()))
+    batches = math.ceil(len(labels) / batch_size)
+    return rows, {stage: seconds * 1e3 / batches for stage, seconds in fastest.items()}
+
+
+def memory_figures(batch_shape: tuple[int, ...], repeats: int = 5) -> tuple[float, float, float]:
+    """(GB/s of a copy between two existing 256 MB buffers, ms to allocate and fill a new float32
+    batch of `batch_shape` with torch.empty, the same with numpy's allocator as to_float does):
+    what memory traffic and page faults cost on this machine, now."""
+    source, target = torch.ones(64 << 20), torch.empty(64 << 20)
+    copy = min(_seconds(lambda: target.copy_(source)) for _ in range(repeats))
+    fresh = min(_seconds(lambda: torch.empty(batch_shape).fill_(0.0)) for _ in range(repeats))
+    huge = min(_seconds(lambda: torch.from_numpy(np.empty(batch_shape, np.float32)).fill_(0.0)) for _ in range(repeats))
+    return 2 * source.nbytes / copy / 1e9, fresh * 1e3, huge * 1e3
+
+
+def _seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def cpu_model() -> str:
@@ -231,38 +314,55 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=512, help="224-pixel photos per epoch")
     parser.add_argument("--batch-size", type=int, default=256, help="batch size of the CIFAR workload")
     parser.add_argument("--photo-batch-size", type=int, default=64, help="batch size of the photo workload")
-    parser.add_argument("--repeats", type=int, default=2, help="epochs per path; the best is reported")
+    parser.add_argument("--repeats", type=int, default=4, help="epochs per path, taking turns; the best is reported")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--model", default="resnet20", help="the CIFAR recipe's model, whose training rate to beat")
+    parser.add_argument("--photo-model", default="resnet18", help="a 224-pixel model, whose training rate to beat")
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DCNN_DATA_DIR", "../shared/data")))
     args = parser.parse_args()
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    threads = args.threads or torch.get_num_threads()
     random.seed(0)
     torch.manual_seed(0)
+    load_before = os.getloadavg()
     began = time.perf_counter()
     cifar, cifar_labels = decode_cifar(args.data_dir / "cifar10-jpeg" / "train", args.images)
     photos, photo_labels = decode_photos(args.data_dir / "cats-vs-dogs" / "train", args.photos)
     print(f"decoded {len(cifar)} CIFAR-10 images and {len(photos)} photos in {time.perf_counter() - began:.1f} s")
 
-    rows = run_workload("32×32", cifar, cifar_labels, CIFAR_RECIPE, cifar_sample, args.batch_size, args.repeats)
-    rows += run_workload(
-        "224×224", photos, photo_labels, PHOTO_RECIPE, photo_sample, args.photo_batch_size, args.repeats
-    )
+    bandwidth, fresh_ms, huge_ms = memory_figures((args.photo_batch_size, 3, 224, 224))
+    rows, cifar_stages = run_workload("32×32", cifar, cifar_labels, CIFAR_RECIPE, cifar_sample, args.batch_size,
+                                      args.repeats, threads)
+    photo_rows, photo_stages = run_workload("224×224", photos, photo_labels, PHOTO_RECIPE, photo_sample,
+                                            args.photo_batch_size, args.repeats, threads)
+    rows += photo_rows
+    consumed = {"32×32": model_images_per_second(args.model, 32, args.batch_size, steps=6),
+                "224×224": model_images_per_second(args.photo_model, 224, 16, steps=2)}
+    load_after = os.getloadavg()
 
-    print("\n| path | image size | images/s | ratio |")
-    print("|---|---|---:|---:|")
-    baseline = {size: speed for path, size, speed in rows if path.endswith(" 0 workers")}
-    for path, size, speed in rows:
-        print(f"| {path} | {size} | {speed:,.0f} | {speed / baseline[size]:.2f}x |")
-    consumed = model_images_per_second(args.model, args.batch_size)
-    batched = next(speed for path, size, speed in rows if size == "32×32" and path.startswith("batched"))
-    print(f"\n{args.model} trains on {consumed:,.0f} images/s (32×32, batch {args.batch_size}): the batched path "
-          f"supplies {batched / consumed:.1f}x that")
+    print("\n| path | threads | image size | images/s | ratio | images per CPU-second | ratio |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    baseline = {size: (speed, per_cpu) for path, _, size, speed, per_cpu in rows if path.endswith(" 0 workers")}
+    for path, used, size, speed, per_cpu in rows:
+        print(f"| {path} | {used} | {size} | {speed:,.0f} | {speed / baseline[size][0]:.2f}x "
+              f"| {per_cpu:,.0f} | {per_cpu / baseline[size][1]:.2f}x |")
+    print()
+    for size, stages in (("32×32", cifar_stages), ("224×224", photo_stages)):
+        shown = ", ".join(f"{stage} {ms:.1f}" for stage, ms in stages.items())
+        print(f"batched {size} on 1 thread, ms per batch: {shown} (total {sum(stages.values()):.1f})")
+    thp = os.environ.get("THP_MEM_ALLOC_ENABLE", "unset")
+    print(f"\nmemory: copy between existing buffers {bandwidth:.1f} GB/s; a new float batch of "
+          f"{args.photo_batch_size}x3x224x224 ({args.photo_batch_size * 3 * 224 * 224 * 4 / 1e6:.1f} MB) "
+          f"allocated and filled in {fresh_ms:.1f} ms by torch.empty (THP_MEM_ALLOC_ENABLE={thp}), "
+          f"{huge_ms:.1f} ms by numpy (huge pages, as to_float)")
+    for size, model in (("32×32", args.model), ("224×224", args.photo_model)):
+        batched = max(speed for path, _, s, speed, _ in rows if s == size and path.startswith("batched uint8"))
+        print(f"{model} trains on {consumed[size]:,.1f} images/s at {size}: the batched path supplies "
+              f"{batched / consumed[size]:,.0f}x that")
     print(
         f"\nmachine: {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"batch {args.batch_size} (32×32) / {args.photo_batch_size} (224×224), best of {args.repeats} epochs"
+        f"batch {args.batch_size} (32×32) / {args.photo_batch_size} (224×224), best of {args.repeats} epochs; "
+        f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after"
     )
 
 
