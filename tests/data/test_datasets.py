@@ -14,7 +14,6 @@ from dcnn.data import mnist
 from dcnn.data.datasets import (
     DATASETS,
     TensorImages,
-    first,
     hold_out,
     labels_of,
     limit,
@@ -240,16 +239,6 @@ def test_load_test_split_of_a_flat_folder_with_held_out_gives_the_runs_validatio
 
 
 # --- small helpers ------------------------------------------------------------------------------
-
-
-def test_first_takes_the_first_examples() -> None:
-    split = counted([2, 0, 1, 1, 0])
-    assert first(split, 3).images.tolist() == [0, 1, 2]
-    assert first(split, 3).labels.tolist() == [2, 0, 1]
-    assert first(split, 0) is split
-    assert first(split, 99).images.tolist() == [0, 1, 2, 3, 4]
-    files = ImageFiles(["a.png", "b.png", "c.png"], [1, 0, 1], ["x", "y"])
-    assert first(files, 2).paths == [Path("a.png"), Path("b.png")]
 
 
 def test_limit_keeps_a_seeded_stratified_subset_in_stored_order() -> None:

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import shutil
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -17,11 +18,14 @@ import torch
 import yaml
 from PIL import Image
 
+from dcnn.data.folder import stratified_sample
 from dcnn.data.mnist import load_mnist_sample
+from dcnn.evaluate.run import class_names_of
 from dcnn.models.modelfile import load_model_file
 from dcnn.train import make_config, train
 from dcnn.visualize.attribution import grad_cam, overlay_heatmap
 from dcnn.visualize.figures import visualize_figure
+from dcnn.visualize.html_report import SAMPLE_SEED, open_run, sample_test_images
 from tests.test_cli import assert_user_error, dcnn_in_process
 from tests.train.helpers import TINY
 
@@ -193,17 +197,18 @@ def test_first_layer_filters_are_the_visualize_figure(run, page):
     assert "Zeiler & Fergus 2014" in page.section_text("filters")
 
 
-def test_gradcam_explains_the_first_test_images_predictions(run, page):
+def test_gradcam_explains_a_stratified_sample_of_test_images(run, page):
     model, _ = load_model_file(run / "model.safetensors")
     images, labels = load_mnist_sample("test")
-    pixels = images[:IMAGES, None]  # 28x28 digits: the model's input size, nothing to resize
+    shown_at = stratified_sample(labels.tolist(), IMAGES, SAMPLE_SEED)
+    pixels, labels = images[shown_at, None], labels[shown_at]  # 28x28 digits: the input size, nothing to resize
     x = (pixels.float() / 255 - 0.1307) / 0.3081
     with torch.no_grad():
         confidence, predicted = torch.softmax(model(x), dim=1).max(dim=1)
     heat = grad_cam(model, x)
     empty = ["" if h.max() > 0 else "; Grad-CAM zero everywhere: no positive evidence at this layer" for h in heat]
     assert page.captions["gradcam"] == [f"true: {t} / predicted: {c} {p:.2f}{e}" for t, c, p, e in
-                                        zip(labels[:IMAGES].tolist(), predicted.tolist(), confidence.tolist(), empty,
+                                        zip(labels.tolist(), predicted.tolist(), confidence.tolist(), empty,
                                             strict=True)]
     shown = page.images["gradcam"]
     assert len(shown) == 2 * IMAGES and all(image["width"] == "112" for image in shown)  # 28 px x 4
@@ -212,6 +217,22 @@ def test_gradcam_explains_the_first_test_images_predictions(run, page):
         assert np.array_equal(np.asarray(original), pixels[i, 0].numpy())  # the image, pixel for pixel
         expected = overlay_heatmap(pixels[i].float() / 255, heat[i])
         assert overlay.mode == "RGB" and overlay.tobytes() == expected.tobytes()
+
+
+def test_the_test_images_shown_cover_the_classes_of_a_folder_stored_class_by_class(run, tmp_path):
+    opened = open_run(run, "cpu")
+    names = class_names_of(opened.model, opened.meta)
+    for split in ("train", "test"):
+        for label, name in enumerate(names):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(4):  # gray level 20 x label + i: each image says its class
+                Image.new("L", (28, 28), 20 * label + i).save(tmp_path / split / name / f"{i}.png")
+    on_folder = replace(opened, config={**opened.config, "dataset": str(tmp_path)})
+    pixels, labels = sample_test_images(on_folder, len(names))
+    assert labels.tolist() == list(range(len(names)))  # one of every class, in stored order (the first 10: class 0)
+    assert (pixels[:, 0, 0, 0] // 20).tolist() == labels.tolist()
+    pixels, labels = sample_test_images(on_folder, 3)
+    assert len(set(labels.tolist())) == 3
 
 
 def test_an_unfinished_run_gets_notes_and_file_values_stay_text(run, tmp_path):

@@ -183,8 +183,3 @@ def limit(split: Split, count: int, seed: int) -> Split:
     (:func:`~dcnn.data.folder.stratified_sample`), in their stored order: the `train_limit` and
     `test_limit` of a run (image folders are stored class by class, so the first N could be one class)."""
     return split.subset(stratified_sample(labels_of(split), count, seed)) if count else split
-
-
-def first(split: Split, limit: int) -> Split:
-    """The first `limit` examples (0: all)."""
-    return split.subset(list(range(min(limit, len(split))))) if limit else split

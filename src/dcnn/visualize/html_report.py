@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from dcnn.analysis import summary as layer_summary
-from dcnn.data.datasets import first
+from dcnn.data.datasets import limit
 from dcnn.data.pipeline import make_batches
 from dcnn.device import resolve_device
 from dcnn.errors import DcnnError
@@ -50,6 +50,7 @@ from dcnn.visualize.inspect import inspect_run
 REPORT_FILE = "report.html"
 MAX_IMAGES = 64  # --images: hardest examples per split, and test images with their Grad-CAM
 THUMBNAIL = 96  # pixels: smaller test images are magnified to at least this width on the page
+SAMPLE_SEED = 0  # draws the test images shown: the same ones in the report of every run on a dataset
 MAX_SKIPPED_ROWS = 100  # skipped files listed by name; the rest are counted
 CONFIG_COLUMNS = 3  # the configuration's options side by side in this many tables
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -382,14 +383,16 @@ def model_section(run: Run) -> Section:
     return "model", "Model", body
 
 
-def first_test_images(run: Run, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `count` images of the split `dcnn eval` reads (the dataset's test split), as uint8
-    pixels at the model's input size, and their labels; DcnnError when it is not on this machine."""
+def sample_test_images(run: Run, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`count` images of the split `dcnn eval` reads (the dataset's test split) with every class in
+    proportion (:func:`~dcnn.data.datasets.limit`; folders are stored class by class, so the first
+    `count` could all be one class), in stored order, as uint8 pixels at the model's input size, and
+    their labels; DcnnError when it is not on this machine."""
     dataset = run.config.get("dataset") or run.meta["dataset"]
     split, names, _, _ = run_test_split({**run.meta, "dataset": dataset}, run.config.get("data_dir"), download=False)
     if names != class_names_of(run.model, run.meta):
         raise DcnnError(f"{dataset} now has the classes {names}, not those the model was trained on.")
-    batches = make_batches(first(split, count), preprocess_of(run.meta), count, torch.device("cpu"))
+    batches = make_batches(limit(split, count, SAMPLE_SEED), preprocess_of(run.meta), count, torch.device("cpu"))
     return next(iter(batches))
 
 
@@ -409,7 +412,7 @@ def filters_section(run: Run, device: str) -> Section:
 def gradcam_section(run: Run, images: int) -> Section:
     title = "Grad-CAM"
     try:
-        pixels, labels = first_test_images(run, images)
+        pixels, labels = sample_test_images(run, images)
     except DcnnError as err:
         return "gradcam", title, note(f"no test images to explain: {err}")
     device = next(run.model.parameters()).device
@@ -435,9 +438,9 @@ def gradcam_section(run: Run, images: int) -> Section:
             f"<figcaption{css}>true: {escape(names[label])} / predicted: {escape(names[cls])} {p:.2f}{empty}"
             "</figcaption>"
             "</figure>")
-    body = (f"<p>The first {len(figures)} test images and, over each, the Grad-CAM map of the class the model "
-            "predicts (Selvaraju et al. 2017: the last feature maps weighted by the mean gradient of that class's "
-            "score; red: the regions that raise it most). Red captions: misclassified.</p>"
+    body = (f"<p>{len(figures)} test images drawn with every class in proportion and, over each, the Grad-CAM "
+            "map of the class the model predicts (Selvaraju et al. 2017: the last feature maps weighted by the mean "
+            "gradient of that class's score; red: the regions that raise it most). Red captions: misclassified.</p>"
             f'<div class="figures">{"".join(figures)}</div>')
     return "gradcam", title, body
 
