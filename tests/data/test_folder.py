@@ -39,6 +39,18 @@ def files_of(paths: list[Path], labels: list[int] | None = None) -> ImageFiles:
     return ImageFiles(paths, labels or [0] * len(paths), ["only"])
 
 
+def test_image_files_take_paths_or_text_and_one_label_in_range_per_path() -> None:
+    given = Path("a/1.png")
+    files = ImageFiles([given, "b/2.png"], [np.int64(1), True], ["a", "b"])
+    assert files.paths == [Path("a/1.png"), Path("b/2.png")]
+    assert files.paths[0] is given  # kept, not parsed again: Path(path) was a third of scanning CIFAR-10
+    assert files.labels == [1, 1] and {type(label) for label in files.labels} == {int}
+    with pytest.raises(DcnnError, match="2 image paths but 1 labels; give one label per image"):
+        ImageFiles([given, given], [0], ["a"])
+    with pytest.raises(DcnnError, match="label 2 is out of range for 2 class names"):
+        ImageFiles([given], [2], ["a", "b"])
+
+
 # --- Scanning ---------------------------------------------------------------------------------
 
 

@@ -82,7 +82,7 @@ class ImageFiles:
     class_names: list[str]
 
     def __post_init__(self) -> None:
-        self.paths = [Path(p) for p in self.paths]
+        self.paths = [p if isinstance(p, Path) else Path(p) for p in self.paths]  # Path(a Path) parses it again
         self.labels = [int(label) for label in self.labels]
         if len(self.paths) != len(self.labels):
             raise DcnnError(f"{len(self.paths)} image paths but {len(self.labels)} labels; give one label per image.")
