@@ -28,9 +28,9 @@ FAMILIES: dict[str, list[str]] = {}
 for _name in list_models():
     FAMILIES.setdefault(get_entry(_name).family, []).append(_name)
 # torch's exporter takes 2 to 33 s of CPU a model, 130 to 210 s for one of every family (BENCHMARKS.md); the
-# cases spread over the test workers. The lowest and highest operator sets on LeNet-5 (sum pooling:
-# avg_pool2d's divisor_override) and GoogLeNet (auxiliary classifiers: main output only); torch.onnx's
-# default elsewhere.
+# cases spread over the test workers. The lowest and highest operator sets on LeNet-5 (sum pooling as 4 x
+# average pooling, scaled tanh, RBF output) and GoogLeNet (auxiliary classifiers: main output only);
+# torch.onnx's default elsewhere.
 OPSETS = {"lenet": MIN_OPSET, "googlenet": MAX_OPSET}
 
 

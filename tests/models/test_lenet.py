@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dcnn import create_model
 from dcnn.errors import DcnnError
 from dcnn.layers.activations import ScaledTanh
-from dcnn.models.lenet import C3_CONNECTIONS, EuclideanRBF, TrainableSubsampling, rbf_codes
+from dcnn.models.lenet import C3_CONNECTIONS, EuclideanRBF, PartiallyConnectedConv, TrainableSubsampling, rbf_codes
 
 
 def params(module: torch.nn.Module) -> int:
@@ -52,6 +53,31 @@ def test_trainable_subsampling_is_coefficient_times_block_sum_plus_bias():
     x = torch.tensor([[[[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]]])
     expected = torch.tensor([[[[0.5 * (1 + 2 + 5 + 6) - 1, 0.5 * (3 + 4 + 7 + 8) - 1]]]])
     torch.testing.assert_close(layer(x), expected)
+
+
+def test_block_sum_as_four_block_means_is_bitwise_the_sum_pooling():
+    """S2/S4 compute the 2×2 block sum as avg_pool2d × 4; on random inputs of every scale (normal numbers)
+    it equals the sum pooling avg_pool2d(divisor_override=1) bit for bit, in both memory layouts."""
+    generator = torch.Generator().manual_seed(0)
+    for scale in (1e-30, 1e-3, 1.0, 1e3, 1e30):
+        x = torch.randn(4, 6, 28, 28, generator=generator) * scale
+        for layout in (torch.contiguous_format, torch.channels_last):
+            y = x.contiguous(memory_format=layout)
+            assert torch.equal(F.avg_pool2d(y, 2) * 4, F.avg_pool2d(y, 2, divisor_override=1))
+
+
+def test_c3_as_an_ordinary_convolution_computes_the_same_function():
+    torch.manual_seed(0)
+    c3 = PartiallyConnectedConv(C3_CONNECTIONS, 6, 5)
+    c3.reset_parameters()
+    with torch.no_grad():
+        c3.bias.uniform_(-1, 1)
+    conv = c3.to_conv2d()
+    assert type(conv) is torch.nn.Conv2d and conv.weight.shape == (16, 6, 5, 5)
+    assert int((conv.weight.abs().sum(dim=(2, 3)) > 0).sum()) == 60  # the 60 connections of Table I, zeros elsewhere
+    x = torch.randn(2, 6, 14, 14)
+    with torch.no_grad():
+        assert torch.equal(conv(x), c3(x))
 
 
 def test_rbf_output_is_negative_squared_distance_to_fixed_codes():

@@ -5,9 +5,8 @@ ONNX goes through torch's torch.export-based exporter (``torch.onnx.export(..., 
 the default since torch 2.9; the TorchScript one is deprecated, and cannot export the adaptive
 pooling of AlexNet's, ZFNet's and VGG's heads at small inputs). It takes several times longer than
 the TorchScript one: 2 to 33 s of CPU a model (BENCHMARKS.md).
-Its translation of ``avg_pool2d`` ignores ``divisor_override`` (it averages where PyTorch divides
-by the override: LeNet-5's 2x2 sum subsampling came out 4x too small), so :func:`_avg_pool2d`
-replaces it.
+Both translate ``avg_pool2d`` without its ``divisor_override``, which is why LeNet-5 writes its 2x2
+sum subsampling as 4 x the average.
 
 The graph computes the model in eval mode: models with auxiliary classifiers (GoogLeNet,
 Inception v3) export their main output only. Its input is the normalized image (N, C, H, W); with
@@ -120,7 +119,6 @@ def _write_onnx(graph: nn.Module, example: torch.Tensor, dynamic_shapes: Any, op
         program = torch.onnx.export(
             graph, (example,), dynamo=True, opset_version=opset, dynamic_shapes=dynamic_shapes,
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
-            custom_translation_table={torch.ops.aten.avg_pool2d.default: _avg_pool2d},
         )
     except torch.onnx.errors.OnnxExporterError as err:
         cause = (str(err.__cause__ or err).strip() or type(err).__name__).splitlines()[0]
@@ -130,25 +128,6 @@ def _write_onnx(graph: nn.Module, example: torch.Tensor, dynamic_shapes: Any, op
         proto.metadata_props.add(key=key, value=value)
     with atomic_output(out) as handle:
         handle.write(proto.SerializeToString())
-
-
-def _avg_pool2d(
-    self: Any, kernel_size: Sequence[int], stride: Sequence[int] = (), padding: Sequence[int] = (0, 0),
-    ceil_mode: bool = False, count_include_pad: bool = True, divisor_override: int | None = None,
-) -> Any:
-    """``aten::avg_pool2d`` with ``divisor_override``: the full-window mean (count_include_pad) times
-    kernel area / divisor, which is PyTorch's window sum / divisor wherever every window lies inside
-    the padded input (always without ceil_mode)."""
-    from onnxscript import opset18 as op
-    from onnxscript.function_libs.torch_lib.ops.nn import aten_avg_pool2d
-
-    if divisor_override is None:
-        return aten_avg_pool2d(self, kernel_size, stride, padding, ceil_mode, count_include_pad)
-    if ceil_mode:
-        raise DcnnError("avg_pool2d with both divisor_override and ceil_mode has no ONNX equivalent.")
-    height, width = (kernel_size[0], kernel_size[-1])
-    mean = aten_avg_pool2d(self, kernel_size, stride, padding, False, True)
-    return op.Mul(mean, op.CastLike(height * width / divisor_override, mean))
 
 
 @contextlib.contextmanager

@@ -86,7 +86,10 @@ class TrainableSubsampling(nn.Module):
         self.bias = nn.Parameter(torch.empty(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        block_sum = F.avg_pool2d(x, 2, divisor_override=1)
+        # The block sum as 4 × the block mean: bitwise the same (dividing and multiplying by a power of two
+        # is exact in binary floating point, short of subnormal sums), and plain average pooling, which every
+        # exporter and runtime translates (torch's ONNX exporter drops avg_pool2d's divisor_override).
+        block_sum = F.avg_pool2d(x, 2) * 4
         return block_sum * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 
@@ -123,6 +126,16 @@ class PartiallyConnectedConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.dense_weight(), self.bias)
+
+    def to_conv2d(self) -> nn.Conv2d:
+        """An ordinary convolution computing the same function (the unconnected kernels zero), for inference:
+        its dense kernel is built once instead of at every call."""
+        conv = nn.Conv2d(self.in_channels, len(self.connections), self.kernel_size, device=self.weight.device,
+                         dtype=self.weight.dtype)
+        with torch.no_grad():
+            conv.weight.copy_(self.dense_weight())
+            conv.bias.copy_(self.bias)
+        return conv
 
 
 class EuclideanRBF(nn.Module):
