@@ -1,5 +1,5 @@
 """Exporting: metadata round trips, a dynamic batch, folded normalization, all-or-nothing writes,
-one-line errors, and the fast inference path."""
+one-line errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-import torch.nn as nn
 
 from dcnn.data.preprocess import Preprocess
 from dcnn.data.whitening import fit_whitening
@@ -17,11 +16,10 @@ from dcnn.errors import DcnnError
 from dcnn.evaluate.run import preprocess_of
 from dcnn.export import export_classifier, read_export_info
 from dcnn.export.exporter import MAX_OPSET, MIN_OPSET
-from dcnn.export.fast import fast_inference
 from dcnn.export.runtime import OnnxClassifier
 from dcnn.models import create_model
 from dcnn.models.modelfile import load_model_file, read_model_metadata
-from tests.export.conftest import CLASSES, OPTIONS, calibrate
+from tests.export.conftest import CLASSES, OPTIONS
 from tests.test_cli import assert_user_error, dcnn_in_process
 
 
@@ -111,31 +109,3 @@ def test_bad_export_requests_get_one_line(run_dir, tmp_path):
         read_export_info(tmp_path / "fake.onnx")
     assert_user_error(run("predict", str(tmp_path / "fake.onnx"), str(tmp_path / "x.png"), "--runtime", "onnx"),
                       "fake.onnx is not an ONNX model onnxruntime can load")
-
-
-def test_fast_inference_folds_batch_norm_and_computes_the_same_function():
-    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    torch.manual_seed(0)
-    model = calibrate(create_model("resnet20", num_classes=10), x)
-    batch_norms = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
-    fast = fast_inference(model)
-    left = sum(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
-    assert batch_norms == 19 and left == 0  # the stem's and the two of each of the 9 blocks, all folded
-    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 19  # the model itself is untouched
-    with torch.no_grad():
-        expected = model(x)
-    assert expected.abs().max() > 1  # calibrated: logits of a size where 1e-5 means something
-    assert (fast(x) - expected).abs().max() < 1e-5
-
-
-@pytest.mark.slow
-def test_compiled_fast_inference_computes_the_same_function():
-    """torch.compile (about 10 s of CPU with an empty inductor cache, most of it compiling C++)."""
-    torch.manual_seed(0)
-    x = torch.rand(4, 1, 8, 8)
-    model = calibrate(nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                                    nn.Flatten(), nn.Linear(4, 3)), x)
-    fast = fast_inference(model, compile=True)
-    assert isinstance(fast.run, torch._dynamo.eval_frame.OptimizedModule)
-    with torch.no_grad():
-        assert (fast(x) - model(x)).abs().max() < 1e-5

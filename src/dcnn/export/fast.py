@@ -6,33 +6,57 @@
    ``Conv2d`` straight into a ``BatchNorm2d`` (``ConvBnAct``): in eval mode BN is the affine map
    γ (x − μ)/√(σ² + ε) + β, which the convolution's weights and bias absorb (one pass over the
    activations fewer per layer).
-2. Channels-last (NHWC) weights and inputs for models with convolutions: oneDNN's direct
-   convolutions read NHWC as it is, where NCHW input is reordered to a blocked layout and back at
-   every layer.
-3. ``torch.inference_mode``: no autograd bookkeeping.
-4. With ``compile=True``, ``torch.compile`` (inductor, weights frozen as constants: BN and
-   parameter-only computations folded, elementwise operations fused into the convolutions' loops).
-   The first batch of each shape compiles (tens of seconds; inductor caches the code on disk).
+2. LeNet-5's partially connected C3 as an ordinary convolution (``PartiallyConnectedConv.to_conv2d``):
+   the model scatters its connection table into a dense kernel at every call, this copy once.
+3. Small convolutions through ATen's im2col + GEMM kernel instead of oneDNN (:class:`GemmConv2d`):
+   a oneDNN convolution called from PyTorch costs about 50 µs of fixed work (descriptors and
+   buffers set up at every call), several times what a convolution of LeNet-5's size computes.
+4. Channels-last (NHWC) weights and inputs where every convolution has at least
+   :data:`CHANNELS_LAST_MIN` output channels: oneDNN's convolutions read NHWC as it is, and the
+   compiled code vectorizes along the channels. Narrower maps (LeNet-5's 6) stay NCHW, where the
+   compiled code vectorizes along the width instead of falling back to scalar code.
+5. Batches run in chunks whose largest layer fits half the CPU's last-level cache
+   (:func:`chunk_size`): MobileNet v2's expanded layers of 32 images at 224x224 do not fit and ran at
+   half the speed of chunks of 2 (BENCHMARKS.md).
+6. ``torch.inference_mode``: no autograd bookkeeping.
+7. With ``compile=True``, ``torch.compile`` (inductor with ``freezing``: weights become constants,
+   convolution and linear weights are prepacked into oneDNN's layouts and elementwise operations
+   fused into them; ``cpp_wrapper``: the generated code is called from C++, without a Python line
+   per operator). Each new input shape compiles (seconds to tens of seconds; inductor caches the code
+   on disk).
 
 Threads: :func:`idle_cores` is how many threads `dcnn predict` gives torch (and onnxruntime). On a
 machine busy with other work, OpenMP threads wait for each other at every layer while one of them is
 descheduled: LeNet-5 at batch 1 ran at 10 images/s on 2 threads with the other core busy, and at
 1,400 on one thread (BENCHMARKS.md).
 
-Everything stays fp32, so predictions are the model's (bf16 would help only where the CPU computes
-it natively, :func:`dcnn.train.trainer.native_bf16`; emulated on AVX2 it is several times slower).
-BENCHMARKS.md measures each step against eager fp32 and onnxruntime.
+Everything stays fp32, so predictions are the model's. bf16, native on CPUs with AVX-512 BF16
+(:func:`dcnn.train.trainer.native_bf16`), was faster but changed the top-1 class of 0.21% of
+CIFAR-10's test images with a trained ResNet-20 (BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
+import logging
 import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from dcnn.models.lenet import PartiallyConnectedConv
+
+# Below this many multiply-adds a call, ATen's im2col + GEMM convolution beats oneDNN's on one thread
+# (LeNet-5's C1 and C3 at batch 1: 27 and 37 µs against 75 and 63; 3x3 convolutions of 0.8-1.8M
+# multiply-adds at 16-64 channels: even or worse). BENCHMARKS.md, "CPU inference".
+SMALL_CONV_MACS = 500_000
+CHANNELS_LAST_MIN = 16  # floats in a 512-bit vector register
 
 
 def fold_batch_norm(model: nn.Module) -> nn.Module:
@@ -49,28 +73,139 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
     return model
 
 
+class GemmConv2d(nn.Conv2d):
+    """A convolution computed by ATen's im2col + GEMM kernel on the CPU when a call has fewer than
+    :data:`SMALL_CONV_MACS` multiply-adds, by the usual (oneDNN) kernel otherwise."""
+
+    @classmethod
+    def of(cls, conv: nn.Conv2d) -> GemmConv2d:
+        """`conv` (zero padding given as numbers, no groups, no dilation) as a GemmConv2d, the same weights."""
+        gemm = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                   bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype)
+        gemm.load_state_dict(conv.state_dict())
+        return gemm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        out_h, out_w = (x.shape[-2] + 2 * ph - kh) // sh + 1, (x.shape[-1] + 2 * pw - kw) // sw + 1
+        macs = x.shape[0] * self.out_channels * self.in_channels * kh * kw * out_h * out_w
+        if x.device.type == "cpu" and x.dim() == 4 and macs < SMALL_CONV_MACS:
+            return torch._C._nn.thnn_conv2d(x, self.weight, self.kernel_size, self.bias, self.stride, self.padding)
+        return super().forward(x)
+
+
+def _replace_modules(model: nn.Module, rules: dict[type, Callable[[Any], nn.Module]]) -> None:
+    """Replace each submodule whose type (exactly: not a subclass) has a rule by what the rule makes of it."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) in rules:
+                setattr(parent, name, rules[type(child)](child))
+
+
+def _gemm_conv(conv: nn.Conv2d) -> nn.Conv2d:
+    plain = (conv.groups == 1 and conv.dilation == (1, 1) and conv.padding_mode == "zeros"
+             and not isinstance(conv.padding, str))
+    return GemmConv2d.of(conv) if plain else conv
+
+
+def peak_layer_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """The most bytes any leaf module of `model` reads and writes (input plus output tensors) on `x`."""
+    peak = 0
+
+    def measure(module: nn.Module, inputs: tuple, output: object) -> None:
+        nonlocal peak
+        tensors = [t for t in (*inputs, *(output if isinstance(output, tuple) else (output,)))
+                   if isinstance(t, torch.Tensor)]
+        peak = max(peak, sum(t.numel() * t.element_size() for t in tensors))
+
+    leaves = [m for m in model.modules() if not any(m.children())]
+    handles = [m.register_forward_hook(measure) for m in leaves]
+    try:
+        with torch.inference_mode():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return peak
+
+
+def last_level_cache_bytes(caches: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int | None:
+    """The size of the CPU's largest (last-level) cache, from Linux's sysfs; None where it is not known."""
+    sizes = []
+    for entry in caches.glob("index*/size"):
+        text = entry.read_text().strip()
+        if text[:-1].isdigit() and text[-1] in "KMG":
+            sizes.append(int(text[:-1]) << {"K": 10, "M": 20, "G": 30}[text[-1]])
+    return max(sizes, default=None)
+
+
+def chunk_size(peak_bytes: int, cache_bytes: int | None) -> int | None:
+    """Images per chunk so that a layer's input and output of the whole chunk fit half the last-level
+    cache (the other half for weights and other processes): at least 1; None (no chunks) where the
+    cache size is unknown."""
+    if cache_bytes is None or peak_bytes <= 0:
+        return None
+    return max(1, cache_bytes // 2 // peak_bytes)
+
+
+@contextlib.contextmanager
+def _compiling() -> Iterator[None]:
+    """What a compiling call needs: inductor's ``freezing``, which dynamo reads while it traces (set for
+    the whole process it would freeze the weights of every later compiled model run without grad), and
+    quiet about the im2col convolution having no C++ shim (the C++ wrapper calls it through a proxy)."""
+    import torch._inductor.config as inductor
+
+    ir_log = logging.getLogger("torch._inductor.ir")
+    level = ir_log.level
+    ir_log.setLevel(logging.ERROR)
+    try:
+        with inductor.patch(freezing=True):
+            yield
+    finally:
+        ir_log.setLevel(level)
+
+
 class FastInference(nn.Module):
     """A model prepared by :func:`fast_inference`; call it on a batch (N, C, H, W) like the model."""
 
     def __init__(self, model: nn.Module, compile: bool = False) -> None:
         super().__init__()
         model = fold_batch_norm(copy.deepcopy(model))
-        self.channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
+        _replace_modules(model, {PartiallyConnectedConv: lambda c3: _gemm_conv(c3.to_conv2d()), nn.Conv2d: _gemm_conv})
+        widths = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+        self.channels_last = bool(widths) and min(widths) >= CHANNELS_LAST_MIN
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self.run: nn.Module = model
-        if compile:
-            import torch._inductor.config as inductor
-
-            inductor.freezing = True  # weights become constants the compiler folds
-            self.run = torch.compile(model, dynamic=False)
+        self.compiled = compile
+        self.run: nn.Module = torch.compile(model, dynamic=False, options={"cpp_wrapper": True}) if compile else model
+        self.chunks: dict[tuple[int, ...], int | None] = {}  # images per chunk, by image shape
+        self.shapes_compiled: set[tuple[tuple[int, ...], torch.dtype]] = set()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
+        if x.device.type == "cpu" and x.dim() == 4:
+            image = tuple(x.shape[1:])
+            if image not in self.chunks:
+                self.chunks[image] = chunk_size(peak_layer_bytes(self.model, self._layout(x[:1])),
+                                                last_level_cache_bytes())
+            chunk = self.chunks[image]
+            if chunk is not None and len(x) > chunk:
+                return torch.cat([self._run(part) for part in x.split(chunk)])
+        return self._run(x)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._layout(x)
         with torch.inference_mode():
-            return self.run(x)
+            key = (tuple(x.shape), x.dtype)
+            if not self.compiled or key in self.shapes_compiled:
+                return self.run(x)
+            with _compiling():
+                out = self.run(x)
+            self.shapes_compiled.add(key)
+            return out
 
 
 def fast_inference(model: nn.Module, compile: bool = False) -> FastInference:

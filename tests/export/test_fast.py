@@ -1,0 +1,117 @@
+"""The fast inference path: each preparation step has its effect, and the prepared model computes the
+eval-mode model's function to fp32 rounding (1e-5 of the logits' largest magnitude)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import dcnn.export.fast as fast_module
+from dcnn.export.fast import (
+    SMALL_CONV_MACS,
+    GemmConv2d,
+    chunk_size,
+    fast_inference,
+    last_level_cache_bytes,
+    peak_layer_bytes,
+)
+from dcnn.models import create_model
+from dcnn.models.lenet import PartiallyConnectedConv
+from tests.export.conftest import calibrate
+
+
+def assert_same_function(fast: nn.Module, model: nn.Module, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        expected = model(x)
+    assert (fast(x) - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
+def test_fast_inference_folds_batch_norm_and_computes_the_same_function():
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = calibrate(create_model("resnet20", num_classes=10), x)
+    batch_norms = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    fast = fast_inference(model)
+    left = sum(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    assert batch_norms == 19 and left == 0  # the stem's and the two of each of the 9 blocks, all folded
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 19  # the model itself is untouched
+    # 16 channels or more everywhere: channels-last weights
+    assert fast.channels_last and fast.model.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert model(x).abs().max() > 1  # calibrated: logits of a size where the tolerance means something
+    assert_same_function(fast, model, x)
+
+
+def test_lenet5_runs_c3_as_one_dense_convolution_in_nchw():
+    torch.manual_seed(0)
+    model = create_model("lenet5").eval()
+    fast = fast_inference(model)
+    assert not any(isinstance(m, PartiallyConnectedConv) for m in fast.modules())
+    assert isinstance(fast.model.features.c3, GemmConv2d) and fast.model.features.c3.weight.shape == (16, 6, 5, 5)
+    assert not fast.channels_last  # 6 maps: NCHW
+    assert fast.model.features.c1.weight.is_contiguous()
+    assert_same_function(fast, model, torch.randn(5, 1, 32, 32))
+
+
+def test_small_convolutions_run_as_im2col_gemm_and_larger_ones_in_onednn(monkeypatch):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 16, 5, padding=1).eval()
+    gemm = GemmConv2d.of(conv)
+    calls = []
+    thnn = torch._C._nn.thnn_conv2d
+    monkeypatch.setattr(torch._C._nn, "thnn_conv2d", lambda *args: calls.append(args[0].shape) or thnn(*args))
+    one = torch.randn(1, 6, 14, 14)  # 16 * 6 * 25 * 12 * 12 = 345,600 multiply-adds an image
+    assert 345_600 < SMALL_CONV_MACS < 2 * 345_600
+    for x in (one, torch.cat([one, one])):
+        with torch.no_grad():
+            expected = F.conv2d(x, conv.weight, conv.bias, padding=1)
+            assert (gemm(x) - expected).abs().max() < 1e-5 * expected.abs().max()
+    assert calls == [(1, 6, 14, 14)]  # the batch of 2 went to oneDNN
+    grouped = nn.Conv2d(4, 4, 3, groups=2)
+    assert fast_module._gemm_conv(grouped) is grouped  # not what ATen's im2col kernel computes
+
+
+def test_batches_run_in_chunks_that_fit_half_the_cache(monkeypatch, tmp_path):
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten()).eval()
+    x = torch.randn(8, 1, 8, 8)
+    # conv: 64 floats in, 256 out; ReLU: 256 in, 256 out (the peak), 4 bytes each
+    assert peak_layer_bytes(model, x[:1]) == 512 * 4
+    assert chunk_size(1000, 10_000) == 5 and chunk_size(10**9, 10_000) == 1 and chunk_size(1000, None) is None
+
+    monkeypatch.setattr(fast_module, "last_level_cache_bytes", lambda: 2 * 3 * 512 * 4)  # 3 images a chunk
+    fast = fast_inference(model)
+    seen = []
+    fast.model.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    assert_same_function(fast, model, x)
+    assert fast.chunks == {(1, 8, 8): 3} and seen == [1, 3, 3, 2]  # one image measured, then the chunks
+
+
+def test_last_level_cache_size_from_sysfs(tmp_path):
+    for index, size in (("index0", "48K"), ("index2", "1024K"), ("index3", "32768K")):
+        (tmp_path / index).mkdir()
+        (tmp_path / index / "size").write_text(size + "\n")
+    assert last_level_cache_bytes(tmp_path) == 32 << 20
+    assert last_level_cache_bytes(tmp_path / "missing") is None
+
+
+@pytest.mark.slow
+def test_compiled_fast_inference_freezes_weights_in_a_cpp_wrapper_and_computes_the_same_function():
+    """torch.compile at two batch sizes (about 15 s of CPU with an empty inductor cache, most of it C++)."""
+    from torch._inductor import config as inductor
+    from torch._inductor.utils import run_and_get_cpp_code
+
+    torch.manual_seed(0)
+    x = torch.rand(40, 1, 16, 16)  # 40 images: 1.1M multiply-adds in the first convolution, oneDNN's
+    model = calibrate(nn.Sequential(nn.Conv2d(1, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                    nn.Flatten(), nn.Linear(16, 3)), x)
+    fast = fast_inference(model, compile=True)
+    assert isinstance(fast.run, torch._dynamo.eval_frame.OptimizedModule)
+    _, code = run_and_get_cpp_code(fast, x)
+    assert "_convolution_pointwise" in code  # freezing: the weights prepacked for oneDNN, the ReLU fused
+    assert "inductor_entry_impl" in code  # the C++ wrapper
+    assert not inductor.freezing  # switched on only while compiling
+    assert_same_function(fast, model, x)
+    assert_same_function(fast, model, x[:1])  # one image: the convolution by im2col + GEMM
+    assert fast.shapes_compiled == {((40, 1, 16, 16), torch.float32), ((1, 1, 16, 16), torch.float32)}
