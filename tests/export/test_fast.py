@@ -97,10 +97,15 @@ def test_last_level_cache_size_from_sysfs(tmp_path):
 
 
 @pytest.mark.slow
-def test_compiled_fast_inference_freezes_weights_in_a_cpp_wrapper_and_computes_the_same_function():
-    """torch.compile at two batch sizes (about 15 s of CPU with an empty inductor cache, most of it C++)."""
+def test_compiled_fast_inference_freezes_weights_in_a_cpp_wrapper_and_computes_the_same_function(monkeypatch):
+    """torch.compile at two batch sizes (about 15 s of CPU with an empty inductor cache, most of it C++),
+    with dynamo allowed a single compiled version of a function: the fast path makes room for more."""
+    from torch._dynamo import config as dynamo
+    from torch._dynamo.utils import counters
     from torch._inductor import config as inductor
     from torch._inductor.utils import run_and_get_cpp_code
+
+    monkeypatch.setattr(dynamo, "recompile_limit", 1)
 
     torch.manual_seed(0)
     x = torch.rand(40, 1, 16, 16)  # 40 images: 1.1M multiply-adds in the first convolution, oneDNN's
@@ -113,5 +118,7 @@ def test_compiled_fast_inference_freezes_weights_in_a_cpp_wrapper_and_computes_t
     assert "inductor_entry_impl" in code  # the C++ wrapper
     assert not inductor.freezing  # switched on only while compiling
     assert_same_function(fast, model, x)
+    graphs = counters["stats"]["unique_graphs"]
     assert_same_function(fast, model, x[:1])  # one image: the convolution by im2col + GEMM
+    assert counters["stats"]["unique_graphs"] == graphs + 1  # compiled, not run uncompiled past the limit
     assert fast.shapes_compiled == {((40, 1, 16, 16), torch.float32), ((1, 1, 16, 16), torch.float32)}

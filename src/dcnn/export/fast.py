@@ -151,15 +151,19 @@ def chunk_size(peak_bytes: int, cache_bytes: int | None) -> int | None:
 @contextlib.contextmanager
 def _compiling() -> Iterator[None]:
     """What a compiling call needs: inductor's ``freezing``, which dynamo reads while it traces (set for
-    the whole process it would freeze the weights of every later compiled model run without grad), and
-    quiet about the im2col convolution having no C++ shim (the C++ wrapper calls it through a proxy)."""
+    the whole process it would freeze the weights of every later compiled model run without grad); room
+    for more than dynamo's 8 compiled versions of one function (every dcnn model shares
+    ``ImageClassifier.forward``: a process that compiles 3 models at 3 shapes would run the last ones
+    uncompiled); and quiet about the im2col convolution having no C++ shim (the C++ wrapper calls it
+    through a proxy)."""
+    import torch._dynamo.config as dynamo
     import torch._inductor.config as inductor
 
     ir_log = logging.getLogger("torch._inductor.ir")
     level = ir_log.level
     ir_log.setLevel(logging.ERROR)
     try:
-        with inductor.patch(freezing=True):
+        with inductor.patch(freezing=True), dynamo.patch(recompile_limit=max(dynamo.recompile_limit, 64)):
             yield
     finally:
         ir_log.setLevel(level)
