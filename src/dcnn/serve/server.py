@@ -30,5 +30,13 @@ def url_of(sock: socket.socket) -> str:
 
 
 def serve(app: FastAPI, sock: socket.socket) -> None:
-    """Serve `app` on `sock` until interrupted (Ctrl-C, SIGTERM), finishing the requests in progress."""
-    uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
+    """Serve `app` on `sock` until interrupted (Ctrl-C, SIGTERM), finishing the requests in progress.
+
+    After a graceful shutdown uvicorn raises the signal it caught again, so that Ctrl-C ends the
+    command as an interrupted one (KeyboardInterrupt: exit status 130). Under asyncio's runner that
+    second SIGINT can arrive after the main task has finished and be lost (the exit status was 0 in
+    some runs), so a server stopped by a signal raises KeyboardInterrupt here if it was."""
+    server = uvicorn.Server(uvicorn.Config(app, log_level="info"))
+    server.run(sockets=[sock])
+    if server.should_exit:
+        raise KeyboardInterrupt
