@@ -286,8 +286,10 @@ def predict_command(
     batch_size: Annotated[int, typer.Option(help="images read and classified at once")] = 32,
     runtime: Annotated[str, typer.Option(help="torch (the model) or onnx (its exported graph in onnxruntime)")
                        ] = "torch",
-    fast: Annotated[bool, typer.Option(help="torch: batch norm folded into convolutions, channels-last, "
-                                            "inference mode (the same predictions, faster)")] = True,
+    fast: Annotated[bool, typer.Option(help="torch: batch norm folded into convolutions, small convolutions "
+                                            "by im2col + GEMM, channels-last where layers are wide, batches in "
+                                            "cache-sized chunks, inference mode (the same predictions, faster)")
+                    ] = True,
     compile_: Annotated[bool, typer.Option("--compile", help="torch: also torch.compile the model (the first "
                                                              "batch compiles for tens of seconds)")] = False,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: the cores other work leaves idle)")
