@@ -67,12 +67,13 @@ def init_class_rows(model: nn.Module, source: str | Path, weights: dict[str, tor
     source_names = meta.get("class_names")
     if not source_names or not isinstance(weights, dict):
         raise DcnnError(f"init_classes: {source} has no class names (only a dcnn run or model file has them).")
-    unknown = [k for k in mapping if k not in class_names]
-    missing = [v for v in mapping.values() if v not in source_names]
-    if unknown or missing:
-        raise DcnnError("init_classes: " + "; ".join(
-            [f"{', '.join(unknown)} not among this dataset's classes ({', '.join(class_names)})"] * bool(unknown)
-            + [f"{', '.join(missing)} not among {source}'s classes ({', '.join(source_names)})"] * bool(missing)) + ".")
+    problems = []
+    if unknown := [k for k in mapping if k not in class_names]:
+        problems.append(f"{', '.join(unknown)} not among this dataset's classes ({', '.join(class_names)})")
+    if missing := [v for v in mapping.values() if v not in source_names]:
+        problems.append(f"{', '.join(missing)} not among {source}'s classes ({', '.join(source_names)})")
+    if problems:
+        raise DcnnError("init_classes: " + "; ".join(problems) + ".")
     prefixes = tuple(model.default_cfg.classifier)
     state = model.state_dict()  # shares storage with the parameters
     rows = [(class_names.index(new), source_names.index(old)) for new, old in mapping.items()]
