@@ -7,7 +7,7 @@ float batch the model reads:
 - batched (dcnn): a random permutation, batches by indexing the uint8 tensor
   (:class:`dcnn.data.loader.TensorBatches`), :class:`dcnn.data.augment.BatchAugment` on the uint8
   batch (crops and flips stay uint8; a flip after a crop is done by the crop), then one conversion
-  to the normalized float batch (:func:`dcnn.data.augment.to_float`), with 1 torch thread and with
+  to the normalized float batch (:func:`dcnn.data.preprocess.to_float`), with 1 torch thread and with
   `--threads` (default: torch's own number); and, for comparison, the same loader converting each
   batch to float before augmenting it and normalizing it after, on 1 thread (the order of dcnn's
   trainer before uint8 augmentation);
@@ -53,8 +53,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from dcnn.data.augment import BatchAugment, build_augment, to_float
+from dcnn.data.augment import BatchAugment, build_augment
 from dcnn.data.loader import EpochOrder, TensorBatches
+from dcnn.data.preprocess import to_float
 from dcnn.models import create_model
 
 CIFAR_RECIPE = [

@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dcnn.data.augment import Flip, RandomCrop, ResizedCrop, build_augment, to_float
+from dcnn.data.augment import Flip, RandomCrop, ResizedCrop, build_augment
+from dcnn.data.preprocess import to_float
 from dcnn.errors import DcnnError
 
 N = 12

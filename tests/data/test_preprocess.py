@@ -185,6 +185,14 @@ def test_normalize_with_a_whitening_applies_it_instead_of_mean_and_std() -> None
     assert not torch.allclose(prep.normalize(x), (x - 0.5) / 0.25)
 
 
+def test_normalize_takes_uint8_pixels_as_their_floats_bit_for_bit() -> None:
+    """The trainer hands uint8 batches (crops and flips move bytes) straight to normalize."""
+    for prep, channels in ((Preprocess((3, 4, 5), (0.1, 0.5, 0.9), (0.2, 0.25, 0.5)), 3), (zca_prep(), 1)):
+        pixels = random_uint8(6, channels, *prep.input_size[1:], seed=4)
+        out = prep.normalize(pixels)
+        assert out.dtype == torch.float32 and torch.equal(out, prep.normalize(pixels.float() / 255))
+
+
 def test_a_whitening_of_another_size_is_refused() -> None:
     whitening = fit_whitening(random_uint8(16, 1, 4, 4), "zca")
     with pytest.raises(DcnnError, match="not to the input size"):

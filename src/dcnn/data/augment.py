@@ -17,8 +17,9 @@ builder itself.
 :class:`BatchAugment` applies the list to a batch (N, C, H, W) on the batch's device: float in
 [0, 1], or uint8 pixels. A uint8 batch goes through the augmentations that move, copy or zero pixels
 (:class:`PixelOp`: crops, random-resized crops, flips, cutout) as uint8, and becomes float [0, 1]
-(:func:`to_float`) just before the first augmentation that needs floats; a list of pixel operations
-only returns uint8, which the caller converts and normalizes in one pass (``to_float(x, mean, std)``).
+(:func:`dcnn.data.preprocess.to_float`) just before the first augmentation that needs floats; a list of pixel operations
+only returns uint8, which :meth:`dcnn.data.preprocess.Preprocess.normalize` converts and normalizes in one
+pass.
 On a CPU, moving bytes and mapping new memory cost more than the arithmetic of augmentation: uint8
 pixels are 4x fewer bytes than floats, and cropping first makes the float batch at the output's size.
 A crop followed by a flip draws both and writes the mirrored crop in one pass.
@@ -38,15 +39,15 @@ import inspect
 import math
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dcnn.data.preprocess import to_float
 from dcnn.data.whitening import ColorPCA, fit_color_pca
 from dcnn.errors import DcnnError, did_you_mean
 
@@ -60,32 +61,6 @@ class PixelOp:
 
     def __call__(self, images: Tensor) -> Tensor:
         raise NotImplementedError
-
-
-def to_float(images: Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Tensor:
-    """uint8 pixels (N, C, H, W) as float32 x / 255 or, given `mean` and `std` (one value per
-    channel), the model input (x / 255 - mean) / std: a new contiguous batch on the same device.
-
-    Equal bit for bit to ``(images.float() / 255 - mean) / std`` (the formula of
-    :meth:`dcnn.data.preprocess.Preprocess.normalize`), computed in place on the one new tensor. On
-    a CPU a new float batch costs more in page faults than in arithmetic (64×3×224×224 floats are
-    9,400 pages of 4 KiB), so no intermediate batch is made, and the batch is allocated by numpy,
-    which asks the kernel for transparent huge pages on arrays of 4 MB and more (madvise; torch's
-    allocator does so only with THP_MEM_ALLOC_ENABLE=1 set): about 20 faults of 2 MB instead, 4x
-    faster on the machine of BENCHMARKS.md. The output is contiguous whatever the input's layout
-    (a channels-last input is transposed by the conversion itself), so that the per-channel
-    arithmetic runs along rows of pixels.
-    """
-    if images.device.type == "cpu":
-        out = torch.from_numpy(np.empty(tuple(images.shape), dtype=np.float32))
-    else:
-        out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
-    out.copy_(images).div_(255.0)
-    if mean is not None and std is not None:
-        shape = (1, -1, 1, 1)
-        out.sub_(torch.tensor(mean, device=out.device).view(shape))
-        out.div_(torch.tensor(std, device=out.device).view(shape))
-    return out
 
 
 class LabelMix:

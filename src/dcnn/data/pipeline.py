@@ -126,7 +126,7 @@ def model_inputs(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], prep: Pre
                  channels_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """uint8 batches → normalized float model input (what evaluation reads)."""
     for images, labels in batches:
-        x = prep.normalize(images.float().div_(255.0))
+        x = prep.normalize(images)
         yield (x.contiguous(memory_format=torch.channels_last) if channels_last else x), labels
 
 

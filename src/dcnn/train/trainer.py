@@ -320,21 +320,21 @@ class Trainer:
             console.print(f"[yellow]skipped {len(data.skipped)} file(s)[/] (listed with reasons in skipped.csv)")
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 pixels → normalized model input (channels_last when asked)."""
+        """uint8 pixels, or augmented floats in [0, 1] → normalized model input (channels_last when asked)."""
         x = self.data.preprocess.normalize(images)
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
 
     def train_step(self, images: torch.Tensor, y: torch.Tensor, sizes: list[int] | None = None) -> None:
-        """One optimizer step on a uint8 batch: [0, 1] pixels, augmentation (seeded by the global
-        step, so resumed runs draw the same), normalization, forward, loss, backward, update.
+        """One optimizer step on a uint8 batch: augmentation (seeded by the global step, so resumed runs
+        draw the same), normalization, forward, loss, backward, update.
         `sizes`: the examples of each process at this step (distributed runs; default: this batch)."""
         cfg = self.cfg
         sizes = sizes or [len(y)]
         for norm in self.frozen_norms:  # a frozen backbone keeps its batch statistics too
             norm.eval()
         self.dist.seed_step(cfg.seed, self.global_step)
-        x, targets = images.float().div_(255.0), y
-        if self.augment is not None:
+        x, targets = images, y
+        if self.augment is not None:  # crops and flips move uint8 pixels; the rest works on [0, 1] floats
             x, targets = self.dist.augment(self.augment, x, y, sizes, seed=cfg.seed * 7919 + self.global_step)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             outputs = self.parallel_model(self.inputs(x))
