@@ -16,7 +16,8 @@ import pytest
 import torch
 import yaml
 
-from dcnn.analysis.experiments.residual import Lesioned, find_blocks
+from dcnn.analysis.experiments.residual import SIZES, Lesioned, find_blocks
+from dcnn.analysis.experiments.runner import Settings
 from dcnn.models import create_model, get_model_cfg
 from dcnn.train import make_config
 from dcnn.train.trainer import prepare_data
@@ -60,6 +61,18 @@ def test_degradation_trains_plain_and_residual_nets_at_two_depths(degradation):
     runs = json.loads((degradation / "figures.json").read_text())["runs"]
     assert all(len(r["losses"]) == 12 and [e["step"] for e in r["evals"]] == [0, 6, 12] for r in runs)
     assert (degradation / "degradation.png").is_file()
+
+
+def test_degradation_full_size_decays_the_lr_at_the_same_fractions_of_any_length():
+    planned = Settings(size="full").plan(SIZES)
+    assert planned.steps == 1580 and planned.train == 10_000 and planned.batch == 128  # 79 steps an epoch
+    assert planned.config["epochs"] == 20 and planned.config["milestones"] == [10, 15]
+    shorter = Settings(size="full", steps=395).plan(SIZES)  # a quarter: 5 epochs
+    assert shorter.config["epochs"] == 5 and shorter.config["milestones"] == [2.5, 3.75]
+    fewer_images = Settings(size="full", subset=5056).plan(SIZES)  # 40 steps an epoch: 39.5 epochs
+    assert fewer_images.config["epochs"] == 40 and fewer_images.config["milestones"] == [19.75, 29.625]
+    config = make_config({**fewer_images.config, "model": "resnet20", "dataset": "cifar10"})
+    assert config.schedule == "multistep" and config.milestones == [19.75, 29.625]
 
 
 def test_degradation_reads_a_stratified_subset_of_the_cifar_folder(degradation, tmp_path, monkeypatch):

@@ -96,7 +96,20 @@ class Settings:
             plan = replace(plan, train=self.subset)
         if plan.steps < 1 or plan.train < 1:
             raise DcnnError("--steps and --subset must be at least 1.")
+        if plan != sizes[self.size] and "milestones" in plan.config:
+            plan = _rescaled_schedule(plan, sizes[self.size])
         return plan
+
+
+def _rescaled_schedule(plan: Plan, planned: Plan) -> Plan:
+    """`plan` (`planned` with other --steps or --subset) with its learning-rate decays at the same
+    fractions of training as `planned`'s, and its `epochs` bounding its steps."""
+    def epochs(p: Plan) -> float:
+        return p.steps / math.ceil(p.train / p.batch)
+
+    scale = epochs(plan) / epochs(planned)
+    milestones = [m * scale for m in planned.config["milestones"]]
+    return replace(plan, config={**plan.config, "epochs": math.ceil(epochs(plan)), "milestones": milestones})
 
 
 @dataclass
