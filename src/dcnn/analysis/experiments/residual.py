@@ -50,7 +50,7 @@ CIFAR_SGD = {"lr": 0.1, "weight_decay": 1e-4}
 SIZES = {
     "small": Plan(CIFAR10, steps=12, train=400, test=100, batch=32, evals=2, eval_train=200,
                   net={**CIFAR_NET, "widths": [4, 8, 16]}, config={"image_size": 16}),
-    "full": Plan(CIFAR10, steps=20 * 79, train=10_000, test=5000, batch=128, evals=10, eval_train=1000,
+    "full": Plan(CIFAR10, steps=20 * 79, train=10_000, test=5000, batch=128, evals=10, eval_train=10_000,
                  net={**CIFAR_NET, "widths": [8, 16, 32]},
                  config={"image_size": 16, "channels_last": True, "epochs": 20, "schedule": "multistep",
                          "milestones": [10, 15]}),
@@ -97,16 +97,18 @@ def degradation(settings: Settings) -> Outcome:
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
     plot_losses(panels[2], runs)
-    losses = {row["net"]: row["train loss"] for row in table}
+    errors = {row["net"]: row["train error"] for row in table}
     decays = plan.config.get("milestones")
     schedule = f" divided by 10 at epochs {', '.join(map(str, decays))}" if decays else " (constant)"
     notes = [f"On {plan.train} CIFAR-10 training images (train error measured on {plan.eval_train} of them in "
              f"evaluation mode) and {plan.test} test images; SGD, momentum 0.9, lr 0.1{schedule}, weight decay "
              f"1e-4, batch {plan.batch}, widths {plan.net['widths']}."]
-    for kind in ("plain", "ResNet"):
+    for kind in ("plain", "ResNet"):  # Fig. 6 compares training error (its dashed curves)
         a, b = (f"{kind}-{_layers(shallow)}", f"{kind}-{_layers(deep)}")
-        verdict = "higher" if losses[b] > losses[a] else "lower"
-        notes.append(f"{b} ends with a {verdict} training loss than {a} ({losses[b]:.3f} against {losses[a]:.3f}).")
+        if errors[a] is not None and errors[b] is not None:
+            verdict = "higher" if errors[b] > errors[a] else "lower"
+            notes.append(f"{b} ends with a {verdict} training error than {a} "
+                         f"({errors[b]:.1%} against {errors[a]:.1%}).")
     return runs_outcome("Degradation: deeper plain nets train worse, deeper residual nets better (He et al. 2016a)",
                         table, runs, {"degradation.png": figure}, notes)
 
