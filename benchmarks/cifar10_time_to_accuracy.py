@@ -13,10 +13,11 @@ disk cache):
   label smoothing 0.2, batch 1024, 9.9 epochs, the whitening bias frozen after 3 epochs, lookahead
   (EMA every 5 steps from epoch 3, decay 0.95^5 · (step/total)^3), alternating flips, translations
   by 2 pixels (reflect padding), and multi-view test-time augmentation (flip × {no shift, ±1 pixel}).
-  It runs under bf16 autocast as the issue asks (``--dtype fp32`` for float32).
+  It runs under bf16 autocast as the issue asks (``--dtype fp32`` for float32), channels-last as airbench does.
 
 Both run their whole recipe; the test set is evaluated every `--eval-every` fraction of an epoch
-(the baseline with its TTA, dcnn with its own centre-view evaluation, both in float32) and the time
+(the baseline with its TTA, dcnn with its "flip" evaluation view, ``dcnn eval --view flip``, both in
+float32) and the time
 spent evaluating is not counted. A row gives the seconds and epochs at which the target was first
 reached and the accuracy at the end of the recipe. When the baseline ends below the target, both are
 also timed to the baseline's final accuracy minus half a point. Each recipe's training throughput is
@@ -28,15 +29,13 @@ training seconds) against the bf16 and fp32 matmul peaks measured at the start o
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/cifar10_time_to_accuracy.py \\
         --data-dir ../shared/data/cifar10-jpeg --subset 2048 --test-subset 500 --max-epochs-scale 0.1 --dtype fp32
 
-Duration of the default full run, estimated from smoke runs on the project's 2-core AVX2 machine
-(1 torch thread, load 3.6-4.8 from other jobs, 2026-12-02): a training step cost about 27 ms per
-image for dcnn's recipe and 25 ms for the baseline in float32 (about 1,350 s and 1,240 s per epoch of
-50,000 images), and about 400 ms per image for the baseline under bf16 autocast (this CPU emulates
-bf16: its bf16 matmul peak measured 0.8-0.9 GFLOP/s against 44-77 GFLOP/s in float32). So: dcnn's
-8 epochs take about 3 h, the baseline's 9.9 epochs about 3.4 h in fp32 and about 55 h in bf16, plus
-the evaluations (not counted, but waited for: about 20 TTA evaluations of 60,000 views each, roughly
-8 min each in float32, and 16 centre-view evaluations for dcnn, about 1.5 min each). Two threads on
-an idle machine should roughly halve the training part.
+Duration of the default full run on a 2-core Zen 4 EPYC with AVX-512 BF16 (idle, 2 torch threads,
+2026-12-02): about 12 minutes of training for each recipe (a training step of the airbench94 network
+costs about 1.3-1.4 ms per image in bf16 and channels-last, 3.3-3.7 ms in float32 NCHW), plus the
+evaluations, which are not counted but are waited for (the baseline's 20 TTA evaluations of 60,000
+views in float32 take about 40 s each): about 40 minutes in all. On an AVX2-only CPU, which emulates
+bf16 (about 400 ms per image for the baseline, some 55 h for its recipe), run with ``--dtype fp32``;
+dcnn's recipe asks for ``bf16: auto``, which is float32 there.
 
 Fairness notes: both use the images decoded by dcnn (the baseline's are decoded, from dcnn's cache,
 before its stopwatch starts; dcnn's setup, scanning the folders and reading that cache, is counted).
@@ -50,7 +49,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -59,11 +57,15 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mnist_time_to_accuracy import Stopwatch, trainer_test_accuracy
+from data_pipeline import cpu_model  # the machine line of the other benchmarks
+from mnist_time_to_accuracy import Stopwatch
 from torch.utils.flop_counter import FlopCounterMode
 
 from dcnn.data.datasets import load_dataset
 from dcnn.data.folder import load_or_decode
+from dcnn.data.pipeline import model_inputs
+from dcnn.evaluate import evaluate
+from dcnn.evaluate.views import ViewModel
 from dcnn.train import load_recipe, train
 from dcnn.train.trainer import Trainer
 
@@ -154,7 +156,8 @@ def tta_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def accuracy_of(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
-        correct = sum(int((predict(x[i:i + 1000]).argmax(1) == y[i:i + 1000]).sum()) for i in range(0, len(y), 1000))
+        correct = sum(int((predict(x[i:i + 1000].contiguous(memory_format=torch.channels_last)).argmax(1)
+                           == y[i:i + 1000]).sum()) for i in range(0, len(y), 1000))
     return correct / len(y)
 
 
@@ -172,6 +175,7 @@ def baseline(data: dict, eval_every: float, epochs_scale: float, dtype: torch.dt
     total = math.ceil(steps_per_epoch * epochs)
     model = baseline_net()
     whiten_init(model[0], train_x[torch.randperm(n, generator=generator)[:hyp["whiten_images"]]])
+    model.to(memory_format=torch.channels_last)  # airbench's layout, and the faster one on this CPU too
     # The step of Nesterov SGD is 1 + 1/(1 - momentum) times the gradient's; airbench divides it out.
     kilostep = 1024 * (1 + 1 / (1 - hyp["momentum"]))
     lr, wd = hyp["lr"] / kilostep, hyp["weight_decay"] * batch / kilostep
@@ -218,7 +222,7 @@ def baseline(data: dict, eval_every: float, epochs_scale: float, dtype: torch.dt
         for i in range(steps_per_epoch):
             index = order[i * batch:(i + 1) * batch]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-                logits = model(images[index])
+                logits = model(images[index].contiguous(memory_format=torch.channels_last))
             loss = F.cross_entropy(logits.float(), train_y[index], label_smoothing=hyp["label_smoothing"],
                                    reduction="sum")
             optimizer.zero_grad(set_to_none=True)
@@ -248,6 +252,13 @@ def baseline(data: dict, eval_every: float, epochs_scale: float, dtype: torch.dt
 
 
 # ----- dcnn -------------------------------------------------------------------------------------
+def flip_view_accuracy(trainer: Trainer) -> float:
+    """Test top-1 with dcnn's "flip" evaluation view (`dcnn eval --view flip`), in float32."""
+    scored = ViewModel(trainer.model, "flip", tuple(trainer.data.preprocess.input_size[1:]))
+    batches = model_inputs(trainer.data.test, trainer.data.preprocess, trainer.cfg.channels_last)
+    return evaluate(scored, batches, trainer.device, topk=(1,), num_hardest=0).accuracy(1)
+
+
 def dcnn_recipe(recipe: str, data_dir: str, eval_every: float, epochs_scale: float, curve: list) -> dict:
     watch = Stopwatch()
     state: dict = {}
@@ -258,7 +269,7 @@ def dcnn_recipe(recipe: str, data_dir: str, eval_every: float, epochs_scale: flo
         spe = trainer.steps_per_epoch
         if trainer.step_in_epoch % max(1, round(eval_every * spe)) and trainer.step_in_epoch != spe:
             return False
-        accuracy = watch.excluding(lambda: trainer_test_accuracy(trainer))
+        accuracy = watch.excluding(lambda: flip_view_accuracy(trainer))
         curve.append((watch.elapsed(), trainer.epoch + trainer.step_in_epoch / spe, accuracy))
         return False
 
@@ -313,6 +324,19 @@ def matmul_peak(dtype: torch.dtype, budget_s: float = 3.0) -> float:
     return best
 
 
+class Curve(list):
+    """(seconds, epochs, test accuracy) checks, each printed as it is added."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def append(self, check: tuple[float, float, float]) -> None:
+        super().append(check)
+        seconds, epochs, accuracy = check
+        print(f"  {self.name}: {seconds:7.1f} s, epoch {epochs:5.2f}: {100 * accuracy:.2f}%", flush=True)
+
+
 def first_reaching(curve: list, target: float) -> tuple[float, float] | None:
     return next(((s, e) for s, e, a in curve if a >= target), None)
 
@@ -360,7 +384,7 @@ def main() -> None:
         data_dir = subset_folder(args.data_dir, counts, Path(subset_root.name))
     data = load_images(data_dir)
     peaks = {"bf16": matmul_peak(torch.bfloat16), "fp32": matmul_peak(torch.float32)}
-    curves: dict[str, list] = {"dcnn": [], "baseline": []}
+    curves = {"dcnn": Curve("dcnn"), "baseline": Curve("baseline")}
     ours = dcnn_recipe(args.recipe, data_dir, args.eval_every, args.max_epochs_scale, curves["dcnn"])
     rows = [(f"dcnn {args.recipe} ({ours['dtype']})", ours, curves["dcnn"])]
     if not args.skip_baseline:
@@ -372,7 +396,7 @@ def main() -> None:
         targets.append(rows[1][1]["accuracy"] - 0.005)  # the baseline's final accuracy minus half a point
 
     load = os.getloadavg()[0]
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+    print(f"machine: {cpu_model()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, load {load:.2f}; train {len(data['train_y'])} / test {len(data['test_y'])} "
           f"images; matmul peak bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s, fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s")
     heads = " | ".join(f"s to {100 * t:.2f}% | epochs" for t in targets)
