@@ -33,7 +33,7 @@ Duration of the default full run on a 2-core Zen 4 EPYC with AVX-512 BF16 (idle,
 2026-12-02): about 12 minutes of training for each recipe (a training step of the airbench94 network
 costs about 1.3-1.4 ms per image in bf16 and channels-last, 3.3-3.7 ms in float32 NCHW), plus the
 evaluations, which are not counted but are waited for (the baseline's 20 TTA evaluations of 60,000
-views in float32 take about 40 s each): about 40 minutes in all. On an AVX2-only CPU, which emulates
+views in float32 take about 40 s each): about 45 minutes in all. On an AVX2-only CPU, which emulates
 bf16 (about 400 ms per image for the baseline, some 55 h for its recipe), run with ``--dtype fp32``;
 dcnn's recipe asks for ``bf16: auto``, which is float32 there.
 
