@@ -38,9 +38,9 @@ def coordinate_images(n: int, height: int, width: int) -> torch.Tensor:
     return grid + 1000.0 * torch.arange(n, dtype=torch.float32).reshape(n, 1, 1, 1)
 
 
-def test_registry_lists_the_three_views_with_descriptions() -> None:
-    assert view_names() == ["center", "flip", "ten_crop"]
-    assert [EVAL_VIEWS[name].num_views for name in view_names()] == [1, 2, 10]
+def test_registry_lists_the_views_with_descriptions() -> None:
+    assert view_names() == ["center", "flip", "ten_crop", "flip_shift"]
+    assert [EVAL_VIEWS[name].num_views for name in view_names()] == [1, 2, 10, 6]
     assert all(EVAL_VIEWS[name].description for name in view_names())
 
 
@@ -77,6 +77,22 @@ def test_center_and_flip_take_the_center_of_larger_images() -> None:
     ViewModel(recorder, "flip", (5, 5))(x)
     assert torch.equal(recorder.seen[0], x[0, :, 2:7, 2:7])
     assert torch.equal(recorder.seen[1], x[0, :, 2:7, 2:7].flip(-1))
+
+
+def test_flip_shift_scores_one_pixel_translations_reflect_padded_and_their_mirrors() -> None:
+    # airbench's TTA (Jordan 2024): pixel (i, j) of the down-right view is pixel (i - 1, j - 1) of the
+    # image, row and column 0 reflected (they take row/column 1); the up-left view the other way.
+    x = coordinate_images(2, 4, 5)
+    recorder = Recorder()
+    ViewModel(recorder, "flip_shift", (4, 5))(x)
+    seen = recorder.seen
+    assert seen.shape == (12, 1, 4, 5)
+    rows_down, cols_right = [1, 0, 1, 2], [1, 0, 1, 2, 3]  # reflect: index -1 becomes 1
+    rows_up, cols_left = [1, 2, 3, 2], [1, 2, 3, 4, 3]  # index H becomes H - 2
+    expected = [x, x[:, :, rows_up][:, :, :, cols_left], x[:, :, rows_down][:, :, :, cols_right]]
+    for v, view in enumerate(expected):
+        assert torch.equal(seen[2 * v : 2 * v + 2], view)
+        assert torch.equal(seen[6 + 2 * v : 6 + 2 * v + 2], view.flip(-1))
 
 
 def test_center_at_the_input_size_is_log_softmax_of_the_logits() -> None:

@@ -69,7 +69,7 @@ def evaluate_model_file(
 ) -> tuple[ClassificationResult, Path, list[str], str]:
     """Evaluate a trained model on the test split of the dataset it was trained on (the run's held-out
     validation images where that has none; :func:`run_test_split`), or on `dataset`, a folder with
-    the same class names, under an evaluation `view` (center, flip, ten_crop); writes the report
+    the same class names, under an evaluation `view` (center, flip, ten_crop, flip_shift); writes the report
     (metrics.json, confusion_matrix.csv/.png) to `out_dir` (default: next to the model, in eval/).
     Returns the result, the report folder, the class names and the split's name (test, val, all)."""
     spec = get_view(view)
