@@ -238,6 +238,13 @@ CASES: dict[str, Case] = {
     "freeze": Case("backbone", "optimizer"),
     "backbone_lr_scale": Case(0.1, "optimizer"),
     "track_gradients": Case(True, "files"),
+    # the final model file holds the average (ema) or the slow weights (lookahead)
+    "weight_average": Case("ema", "weights"),
+    "ema_decay": Case(0.5, "weights", {"weight_average": "ema"}),
+    "ema_every": Case(2, "weights", {"weight_average": "ema"}),
+    "ema_start_epochs": Case(1.0, "weights", {"weight_average": "ema"}),
+    "ema_warmup_power": Case(3.0, "weights", {"weight_average": "ema"}),
+    "eval_view": Case("flip", "eval_batches"),  # twice the images per evaluation batch
 }
 
 

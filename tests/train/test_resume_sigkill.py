@@ -17,13 +17,16 @@ from tests.train.helpers import TINY
 
 AUGMENT = "[hflip, {random_crop: {padding: 2}}, {cutout: {size: 6}}, mixup]"
 # Both loading paths, with random augmentation on: the MNIST tensors decoded into memory, and an
-# image folder decoded lazily by DataLoader workers.
+# image folder decoded lazily by DataLoader workers; each with one kind of weight averaging, whose
+# average must survive the kill too.
 PATHS = {
     "tensors": {**TINY, "epochs": 4, "checkpoint_every": 7, "train_limit": 500, "val_size": 100,
-                "augment": AUGMENT},
+                "augment": AUGMENT, "weight_average": "lookahead", "ema_decay": 0.5, "ema_every": 3,
+                "ema_start_epochs": 0.5},
     "lazy files": {"model": "lenet5_modern", "dataset": "FOLDER", "loading": "lazy", "workers": 2,
                    "val_split": 0.2, "epochs": 4, "batch_size": 50, "eval_batch_size": 500, "lr": 0.05,
-                   "seed": 3, "checkpoint_every": 7, "augment": AUGMENT},
+                   "seed": 3, "checkpoint_every": 7, "augment": AUGMENT, "weight_average": "ema",
+                   "ema_decay": 0.9, "ema_warmup_power": 1},
 }
 
 

@@ -16,6 +16,7 @@ from dcnn.data.augment import parse_augment_spec
 from dcnn.data.datasets import DATASETS
 from dcnn.data.folder import DEFAULT_MAX_PIXELS
 from dcnn.errors import DcnnError
+from dcnn.evaluate.views import EVAL_VIEWS
 from dcnn.fileio import atomic_output
 from dcnn.train.optim import OPTIMIZERS, SCHEDULES
 
@@ -103,6 +104,17 @@ class TrainConfig(BaseModel):
     min_lr: float = Field(0.0, ge=0, description="the last step's lr (cosine, onecycle; 0: onecycle's lr/25e4)")
     pct_start: float = Field(0.25, gt=0, lt=1, description="one-cycle: fraction of steps rising")
 
+    # Weight averaging (dcnn.train.averaging) and the test-time view of validation and the final report.
+    weight_average: Literal["none", "ema", "lookahead"] = Field("none", description="ema: evaluate and save an "
+                                                                "exponential moving average of the weights; "
+                                                                "lookahead: copy it back into the network")
+    ema_decay: float = Field(0.999, gt=0, lt=1, description="the average keeps this much of itself per update")
+    ema_every: int = Field(1, ge=1, description="optimizer steps between updates of the average (Lookahead's k)")
+    ema_start_epochs: float = Field(0.0, ge=0, description="epochs of training before the average starts")
+    ema_warmup_power: float = Field(0.0, ge=0, description="the decay at step s of S is ema_decay·(s/S)^power")
+    eval_view: str = Field("center", description="test-time view of validation and the final report (dcnn eval "
+                           "--view): center, flip or flip_shift")
+
     # Precision, layout, device, reproducibility.
     bf16: bool | Literal["auto"] = Field(False, description="bfloat16 autocast; auto: where the device computes "
                                          "bf16 natively (CUDA, CPUs with AVX-512 BF16 or AMX)")
@@ -127,6 +139,17 @@ class TrainConfig(BaseModel):
     def _positive_batch(cls, value: int | str) -> int | str:
         if isinstance(value, int) and value < 1:
             raise ValueError("batch_size must be at least 1, or 'full' for full-batch gradient descent")
+        return value
+
+    @field_validator("eval_view")
+    @classmethod
+    def _known_view(cls, value: str) -> str:
+        if value not in EVAL_VIEWS:
+            raise ValueError(f"unknown view {value!r}; choose one of: {', '.join(EVAL_VIEWS)}")
+        if EVAL_VIEWS[value].enlarge:
+            raise ValueError(f"{value!r} crops images prepared larger than the input; training evaluates at the "
+                             f"input size, so use center, flip or flip_shift here and `dcnn eval RUN --view "
+                             f"{value}` afterwards")
         return value
 
     @field_validator("augment")
@@ -183,6 +206,12 @@ class TrainConfig(BaseModel):
             problems.append("val_split: give the validation set as val_size (a count) or val_split (a fraction)")
         if "backbone_lr_scale" in given and self.freeze == "backbone":
             problems.append("backbone_lr_scale: the backbone is frozen (freeze: backbone); it learns at no rate")
+        averaging = sorted(given & {"ema_decay", "ema_every", "ema_start_epochs", "ema_warmup_power"})
+        if averaging and self.weight_average == "none":
+            problems.append(f"{', '.join(averaging)}: apply to weight_average: ema or lookahead")
+        if self.weight_average != "none" and self.ema_start_epochs >= self.epochs:
+            problems.append(f"ema_start_epochs: {self.ema_start_epochs} leaves no steps to average (epochs is "
+                            f"{self.epochs})")
         if "whitening_epsilon" in given and self.whitening == "none":
             problems.append("whitening_epsilon: applies to whitening: zca")
         if "normalize" in given and self.whitening != "none":
@@ -199,7 +228,8 @@ def _format_validation(err: ValidationError) -> str:
         if problem["type"] == "value_error" and not problem["loc"]:  # _options_apply names its fields
             parts.append(problem["msg"].removeprefix("Value error, "))
             continue
-        message = "unknown option" if problem["type"] == "extra_forbidden" else problem["msg"]
+        message = "unknown option" if problem["type"] == "extra_forbidden" else \
+            problem["msg"].removeprefix("Value error, ")
         parts.append(f"{where}: {message}")
     return "invalid training configuration: " + "; ".join(parts)
 

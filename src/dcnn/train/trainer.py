@@ -27,7 +27,8 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -50,10 +51,12 @@ from dcnn.device import resolve_device
 from dcnn.errors import DcnnError
 from dcnn.evaluate.metrics import ClassificationResult, evaluate
 from dcnn.evaluate.report import write_report
+from dcnn.evaluate.views import ViewModel
 from dcnn.fileio import atomic_output
 from dcnn.models import create_model, get_model_cfg, load_pretrained
 from dcnn.models.modelfile import model_metadata, save_model_file
 from dcnn.train import checkpoint as ckpt
+from dcnn.train.averaging import WeightAverage
 from dcnn.train.config import RESUME_OPTIONS, TrainConfig, make_config, save_config
 from dcnn.train.curves import save_training_curves
 from dcnn.train.distributed import Distributed, session, sync_batch_norm
@@ -233,6 +236,10 @@ class Trainer:
                               if cfg.class_balance == "loss" else None)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
+        self.average = None if cfg.weight_average == "none" else WeightAverage(
+            self.model, cfg.weight_average, cfg.ema_decay, cfg.ema_every,
+            start_step=round(cfg.ema_start_epochs * self.steps_per_epoch),
+            total_steps=cfg.epochs * self.steps_per_epoch, warmup_power=cfg.ema_warmup_power)
         self.aux_weights = auxiliary_weights(self.model, cfg)
         self.gradients = (GradientRecorder(self.model, run_dir, title=f"{cfg.model} on {Path(cfg.dataset).name}")
                           if cfg.track_gradients else None)
@@ -261,6 +268,7 @@ class Trainer:
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             "running": dict(self.running), "best_val_acc": self.best_val_acc,
             "epochs_without_improvement": self.epochs_without_improvement,
+            "weight_average": self.average.state_dict() if self.average is not None else None,
             "config": self.cfg.model_dump(mode="json"),
         }
 
@@ -279,6 +287,8 @@ class Trainer:
         self.running = dict(state["running"])
         self.best_val_acc = state["best_val_acc"]
         self.epochs_without_improvement = state["epochs_without_improvement"]
+        if self.average is not None:
+            self.average.load_state_dict(state["weight_average"])
 
     def _reschedule(self, state: dict[str, Any]) -> None:
         """Resume a run whose length changed: the schedule is recomputed for the new number of epochs
@@ -324,10 +334,12 @@ class Trainer:
         x = self.data.preprocess.normalize(images)
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
 
-    def train_step(self, images: torch.Tensor, y: torch.Tensor, sizes: list[int] | None = None) -> None:
+    def train_step(self, images: torch.Tensor, y: torch.Tensor, sizes: list[int] | None = None,
+                   index: torch.Tensor | None = None) -> None:
         """One optimizer step on a uint8 batch: augmentation (seeded by the global step, so resumed runs
         draw the same), normalization, forward, loss, backward, update.
-        `sizes`: the examples of each process at this step (distributed runs; default: this batch)."""
+        `sizes`: the examples of each process at this step (distributed runs; default: this batch);
+        `index`: their positions in the training split (for augmentations that follow an image)."""
         cfg = self.cfg
         sizes = sizes or [len(y)]
         for norm in self.frozen_norms:  # a frozen backbone keeps its batch statistics too
@@ -335,7 +347,8 @@ class Trainer:
         self.dist.seed_step(cfg.seed, self.global_step)
         x, targets = images, y
         if self.augment is not None:  # crops and flips move uint8 pixels; the rest works on [0, 1] floats
-            x, targets = self.dist.augment(self.augment, x, y, sizes, seed=cfg.seed * 7919 + self.global_step)
+            x, targets = self.dist.augment(self.augment, x, y, sizes, seed=cfg.seed * 7919 + self.global_step,
+                                           index=index, epoch=self.epoch)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             outputs = self.parallel_model(self.inputs(x))
         loss, logits = classification_loss(outputs, targets, cfg, self.aux_weights, self.class_weights)
@@ -361,13 +374,26 @@ class Trainer:
         self.scheduler.step()
         self.global_step += 1
         self.step_in_epoch += 1
+        if self.average is not None:
+            self.average.update(self.global_step)
         self.running["loss_sum"] += batch_loss * sum(sizes)
         self.running["correct"] += correct
         self.running["seen"] += sum(sizes)
 
+    @contextmanager
+    def averaged(self) -> Iterator[nn.Module]:
+        """The model as it is evaluated and saved: holding the averaged weights (weight_average: ema)
+        for the duration, else as it is."""
+        with self.average.applied() if self.average is not None else nullcontext(self.model) as model:
+            yield model
+
     def evaluate_on(self, batches: Batches, **options: Any) -> ClassificationResult:
-        return evaluate(self.model, model_inputs(batches, self.data.preprocess, self.cfg.channels_last),
-                        self.device, bf16=self.bf16, **options)
+        """The model (averaged weights, if any) scored on `batches` under the run's eval_view."""
+        with self.averaged() as model:
+            if self.cfg.eval_view != "center":
+                model = ViewModel(model, self.cfg.eval_view, tuple(self.data.preprocess.input_size[1:]))
+            return evaluate(model, model_inputs(batches, self.data.preprocess, self.cfg.channels_last),
+                            self.device, bf16=self.bf16, **options)
 
     def validate(self) -> ClassificationResult | None:
         if self.data.val is None:
@@ -382,12 +408,12 @@ class Trainer:
                 progress.reset(task, total=self.steps_per_epoch, completed=self.step_in_epoch,
                                description=f"epoch {self.epoch + 1}/{cfg.epochs}")
                 started = time.perf_counter() - self.running["time"]
-                for images, labels in self.data.train.epoch(self.epoch, self.step_in_epoch):
+                for images, labels, index in self.data.train.indexed_epoch(self.epoch, self.step_in_epoch):
                     sizes = self.dist.batch_sizes(len(labels))
                     if sum(sizes) == 0:  # every file of this batch failed to decode (listed as skipped)
                         self.step_in_epoch += 1
                         continue
-                    self.train_step(images, labels, sizes)
+                    self.train_step(images, labels, sizes, index)
                     self.running["time"] = time.perf_counter() - started
                     seen = max(1, self.running["seen"])
                     progress.update(task, advance=1, loss=self.running["loss_sum"] / seen,
@@ -404,6 +430,8 @@ class Trainer:
     def _end_epoch(self) -> bool:
         """Validate, log, checkpoint (rank 0, the others waiting for its decision); returns True when
         early stopping ends the run."""
+        if self.average is not None:
+            self.average.end_epoch()
         stop = self.dist.broadcast_flag(self._record_epoch() if self.dist.is_main else False)
         self.epoch += 1
         self.step_in_epoch = 0
@@ -441,7 +469,8 @@ class Trainer:
             if val.accuracy(1) > self.best_val_acc:
                 self.best_val_acc = val.accuracy(1)
                 self.epochs_without_improvement = 0
-                save_model_file(self.model, self.run_dir / "best.safetensors", self.metadata, self.file_tensors)
+                with self.averaged() as model:
+                    save_model_file(model, self.run_dir / "best.safetensors", self.metadata, self.file_tensors)
             else:
                 self.epochs_without_improvement += 1
                 stop = bool(self.cfg.early_stopping) and self.epochs_without_improvement >= self.cfg.early_stopping
@@ -460,7 +489,8 @@ class Trainer:
         return self.dist.on_main(self._final_report)
 
     def _final_report(self) -> ClassificationResult:
-        save_model_file(self.model, self.run_dir / "model.safetensors", self.metadata, self.file_tensors)
+        with self.averaged() as model:
+            save_model_file(model, self.run_dir / "model.safetensors", self.metadata, self.file_tensors)
         skipped = self.data.skipped
         if skipped:
             write_skipped(self.run_dir / "skipped.csv", skipped)
@@ -474,7 +504,7 @@ class Trainer:
             console.print("no test split: the final report is on the validation split")
         result = self.evaluate_on(batches)
         write_report(result, self.run_dir / "eval", class_names=self.data.class_names,
-                     extra={"split": split, "view": "center", "dataset": self.cfg.dataset,
+                     extra={"split": split, "view": self.cfg.eval_view, "dataset": self.cfg.dataset,
                             "skipped_files": len(skipped)})
         return result
 
