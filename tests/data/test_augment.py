@@ -55,6 +55,33 @@ def test_flip_with_p_half_flips_some_images_whole() -> None:
     assert 16 < sum(flipped) < 48
 
 
+def alternating_flips(x: torch.Tensor, index: torch.Tensor, epoch: int, spec: list | None = None) -> torch.Tensor:
+    """Which images of `x` came out mirrored under [hflip: {alternate: true}] (or `spec`)."""
+    aug = build_augment(spec or [{"hflip": {"alternate": True}}], 2)
+    out, _ = aug(x, torch.zeros(len(x), dtype=torch.long), seed=epoch, index=index, epoch=epoch)
+    mirrored = torch.tensor([torch.equal(o, i.flip(-1)) for o, i in zip(out, x, strict=True)])
+    assert all(m or torch.equal(o, i) for m, o, i in zip(mirrored, out, x, strict=True))
+    return mirrored
+
+
+def test_alternating_flips_mirror_each_image_in_every_other_epoch() -> None:
+    # airbench (Jordan 2024): an image mirrored in one epoch is shown unmirrored in the next.
+    x = batch(n=64)
+    index = torch.randperm(1000, generator=torch.Generator().manual_seed(0))[:64]
+    epochs = [alternating_flips(x, index, epoch) for epoch in range(4)]
+    assert torch.equal(epochs[0], ~epochs[1]) and torch.equal(epochs[0], epochs[2])
+    assert torch.equal(epochs[1], epochs[3])
+    assert 16 < int(epochs[0].sum()) < 48  # about half of the images each epoch
+    # the choice follows the image (its position in the split), not its place in the batch
+    shuffle = torch.randperm(64, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(alternating_flips(x[shuffle], index[shuffle], 0), epochs[0][shuffle])
+    # fused into a crop that comes before it, the flip draws the same
+    no_shift = [{"random_crop": {"padding": 0}}, {"hflip": {"alternate": True}}]
+    assert torch.equal(alternating_flips(x, index, 1, no_shift), epochs[1])
+    # without positions, the batch positions stand in
+    assert torch.equal(alternating_flips(x, None, 0), alternating_flips(x, torch.arange(64), 0))
+
+
 @pytest.mark.parametrize(("mode", "torch_mode"), [("zeros", "constant"), ("reflect", "reflect")])
 def test_random_crop_is_a_window_of_the_padded_image(mode: str, torch_mode: str) -> None:
     x = batch()
@@ -422,7 +449,7 @@ def test_recipe_yaml_parses_with_every_option_explicit() -> None:
     )["augment"]
     assert parse_augment_spec(spec) == [
         ("random_crop", {"size": 32, "padding": 4, "padding_mode": "zeros"}),
-        ("hflip", {"p": 0.5}),
+        ("hflip", {"p": 0.5, "alternate": False}),
         ("cutout", {"size": 8, "p": 1.0}),
         ("random_resized_crop", {"size": 24, "scale": (0.5, 1.0), "ratio": (0.75, 4 / 3)}),
         ("vflip", {"p": 0.5}),
@@ -450,7 +477,7 @@ def test_describe_shows_defaults_and_help() -> None:
     }  # fmt: skip
     assert described["random_crop"][0] == {"size": None, "padding": 4, "padding_mode": "zeros"}
     assert described["random_resized_crop"][0] == {"size": 224, "scale": (0.08, 1.0), "ratio": (0.75, 4 / 3)}
-    assert described["hflip"][0] == {"p": 0.5}
+    assert described["hflip"][0] == {"p": 0.5, "alternate": False}
     assert described["mixup"][0] == {"alpha": 0.2}
     assert "Zhang" in described["mixup"][1] and all(help_text for _, help_text in described.values())
 
@@ -469,6 +496,7 @@ def test_describe_shows_defaults_and_help() -> None:
         ([{"random_crop": {"padding_mode": "edge"}}], r"option 'padding_mode' must be 'zeros' or 'reflect'"),
         ([{"random_resized_crop": {"scale": [0.5]}}], r"option 'scale' must be a pair of floats"),
         ([{"mixup": {"alpha": 0}}], r"alpha must be positive"),
+        ([{"hflip": {"alternate": True, "p": 0.3}}], r"every other epoch, so p is 0\.5, not 0\.3"),
         ([{"hflip": 0.5}], r"options must be a mapping"),
         ([{"hflip": {}, "vflip": {}}], r"exactly one key"),
         ("hflip", r"must be a list"),

@@ -66,6 +66,14 @@ def test_tensor_batches_follow_the_epoch_order() -> None:
     assert torch.equal(torch.cat([y for _, y in got]), labels[order(1)])
 
 
+def test_indexed_batches_give_each_example_its_position_in_the_split() -> None:
+    images, labels = numbered(23)
+    order = EpochOrder(labels, seed=2)
+    for batches in (TensorBatches(images, labels, batch_size=5, order=order), TensorBatches(images, labels, 5)):
+        for x, y, index in batches.indexed_epoch(1, 1):
+            assert index.device.type == "cpu" and torch.equal(x, images[index]) and torch.equal(y, labels[index])
+
+
 def test_tensor_batches_without_an_order_are_sequential() -> None:
     images, labels = numbered(7)
     got = list(TensorBatches(images, labels, batch_size=3))
@@ -137,6 +145,8 @@ def test_a_file_that_fails_to_decode_is_skipped_once_and_steps_stay_exact(tmp_pa
         assert x2.shape == (1, 3, 4, 4) and y2.tolist() == [0]
     assert [s.path for s in batches.skipped] == [paths[2], paths[3]]
     assert all("truncated or corrupt" in s.reason for s in batches.skipped)
+    # the positions name the images that decoded
+    assert [index.tolist() for _, _, index in batches.indexed_epoch(0)] == [[0, 1], [], [4]]
 
 
 def test_a_file_refused_by_its_header_is_listed_from_the_start(tmp_path: Path) -> None:

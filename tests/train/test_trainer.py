@@ -226,3 +226,29 @@ def test_bf16_auto_uses_bf16_only_where_the_cpu_computes_it_natively(tmp_path, m
     images, labels = next(trainer.data.train.epoch(0))
     trainer.train_step(images, labels)
     assert seen == [torch.bfloat16 if native else torch.float32]
+
+
+def test_augmentation_gets_each_training_image_with_its_position_and_the_epoch(tmp_path, monkeypatch):
+    # what alternating flips read: the image at `index` of the training split, in epoch `epoch`
+    from dcnn.data.augment import BatchAugment
+
+    seen = []
+    original = BatchAugment.__call__
+
+    def recording(self, images, labels, seed, index=None, epoch=0):
+        seen.append((images.clone(), labels.clone(), index, epoch))
+        return original(self, images, labels, seed, index=index, epoch=epoch)
+
+    monkeypatch.setattr(BatchAugment, "__call__", recording)
+    states = {}
+
+    def keep(trainer):
+        states["trainer"] = trainer
+        return False
+
+    train(tiny_config(tmp_path, epochs=2, augment=[{"hflip": {"alternate": True}}]), after_step=keep)
+    split = states["trainer"].data.train
+    assert [epoch for *_, epoch in seen] == [0] * 12 + [1] * 12  # 600 images, batches of 50
+    for images, labels, index, _ in seen:
+        assert torch.equal(images, split.images[index]) and torch.equal(labels, split.labels[index])
+    assert sorted(torch.cat([index for _, _, index, epoch in seen if epoch == 1]).tolist()) == list(range(600))

@@ -257,13 +257,16 @@ class BatchAugment:
             if hasattr(op, "fit"):
                 op.fit(images)
 
-    def __call__(self, images: Tensor, labels: Tensor, seed: int) -> tuple[Tensor, Tensor]:
+    def __call__(self, images: Tensor, labels: Tensor, seed: int, index: Tensor | None = None,
+                 epoch: int = 0) -> tuple[Tensor, Tensor]:
         """Augment a batch.
 
         Args:
             images: float (N, C, H, W) in [0, 1], or uint8 pixels, on any device.
             labels: int64 (N,) class indices, aligned with `images`.
             seed: the same seed gives the same output; the global random state is not changed.
+            index, epoch: the images' positions in the training split and the epoch, for the
+                augmentations that follow an image across epochs (hflip with alternate).
 
         Returns:
             The augmented images (same shape unless a crop sets another size) and the targets:
@@ -305,7 +308,9 @@ class BatchAugment:
                 if isinstance(op, LabelMix):
                     images, targets = op(images, targets)
                 elif isinstance(op, Crop) and isinstance(then, Flip):
-                    images, fused = op(images, then_flip=then), then
+                    images, fused = op(images, then_flip=then, index=index, epoch=epoch), then
+                elif isinstance(op, Flip):
+                    images = op(images, index, epoch)
                 else:
                     images = op(images)
         return images, targets
@@ -441,18 +446,31 @@ def rotate(*, degrees: float = 15.0) -> ImageOp:
 
 class Flip(PixelOp):
     """Mirror each image along `dim` with probability p: one flip of the batch and one select (kornia's
-    flips build and apply a transformation matrix per image, several times slower on a CPU)."""
+    flips build and apply a transformation matrix per image, several times slower on a CPU).
 
-    def __init__(self, p: float, dim: int) -> None:
+    With `alternate`, an image is mirrored in every other epoch instead of at random (airbench's
+    alternating flip, Jordan 2024): in even epochs the images whose position in the training
+    split hashes to 1 (half of them, scattered), in odd epochs the other half, so that each pair of
+    epochs shows every image once each way. Without positions (a lone batch, as `dcnn augment`
+    draws), the batch positions stand in."""
+
+    def __init__(self, p: float, dim: int, alternate: bool = False) -> None:
         _check_p(p)
-        self.p, self.dim = p, dim
+        _check(not alternate or p == 0.5, f"alternate flips mirror each image in every other epoch, so p is 0.5, "
+               f"not {p}; remove p")
+        self.p, self.dim, self.alternate = p, dim, alternate
 
-    def draw(self, n: int) -> Tensor:
-        """Which of `n` images are mirrored: a (n,) boolean CPU tensor."""
-        return _bernoulli(n, self.p, torch.device("cpu"))
+    def draw(self, n: int, index: Tensor | None = None, epoch: int = 0) -> Tensor:
+        """Which of `n` images are mirrored: a (n,) boolean CPU tensor. `index`: the images' positions
+        in the training split, `epoch` the epoch (read by alternating flips only)."""
+        if not self.alternate:
+            return _bernoulli(n, self.p, torch.device("cpu"))
+        index = torch.arange(n) if index is None else index.cpu()
+        half = (index * 2654435761 % 2**32) >> 31  # Knuth's multiplicative hash, its top bit
+        return (half + epoch) % 2 == 1
 
-    def __call__(self, images: Tensor) -> Tensor:
-        chosen = self.draw(images.shape[0]).to(images.device).view(-1, 1, 1, 1)
+    def __call__(self, images: Tensor, index: Tensor | None = None, epoch: int = 0) -> Tensor:
+        chosen = self.draw(images.shape[0], index, epoch).to(images.device).view(-1, 1, 1, 1)
         return torch.where(chosen, images.flip(self.dim), images)
 
 
@@ -460,14 +478,16 @@ class Crop(PixelOp):
     """A crop that can also apply the flip that follows it in the list, in the same pass: it draws
     its own random numbers first, then the flip's, as the two would one after the other."""
 
-    def __call__(self, images: Tensor, then_flip: Flip | None = None) -> Tensor:
+    def __call__(self, images: Tensor, then_flip: Flip | None = None, index: Tensor | None = None,
+                 epoch: int = 0) -> Tensor:
+        """`index` and `epoch` are passed to the flip's draw."""
         raise NotImplementedError
 
 
 @register_augmentation("hflip")
-def hflip(*, p: float = 0.5) -> Flip:
-    """Mirror left-right with probability p (Krizhevsky et al. 2012, Sec. 4.1)."""
-    return Flip(p, -1)
+def hflip(*, p: float = 0.5, alternate: bool = False) -> Flip:
+    """Mirror left-right with probability p (Krizhevsky et al. 2012, Sec. 4.1), or alternate epochs (Jordan 2024)."""
+    return Flip(p, -1, alternate)
 
 
 @register_augmentation("vflip")
@@ -503,7 +523,8 @@ class RandomCrop(Crop):
         _check(padding >= 0, f"padding must be at least 0, got {padding}")
         self.size, self.padding, self.padding_mode = size, padding, padding_mode
 
-    def __call__(self, images: Tensor, then_flip: Flip | None = None) -> Tensor:
+    def __call__(self, images: Tensor, then_flip: Flip | None = None, index: Tensor | None = None,
+                 epoch: int = 0) -> Tensor:
         # One gather per batch: every output pixel's source pixel (in the padded image, mirrored
         # for a flip) is computed, then read out of the batch by one index_select, no per-image
         # loop and no padded copy of the batch.
@@ -521,7 +542,7 @@ class RandomCrop(Crop):
         dx = torch.randint(0, width + 2 * padding - out_w + 1, (n, 1))
         rows, cols = dy - padding + torch.arange(out_h), dx - padding + torch.arange(out_w)
         if then_flip is not None:
-            mirror = then_flip.draw(n).view(n, 1)
+            mirror = then_flip.draw(n, index, epoch).view(n, 1)
             if then_flip.dim == -1:
                 cols = torch.where(mirror, cols.flip(1), cols)
             else:
@@ -582,7 +603,8 @@ class ResizedCrop(Crop):
         left = torch.where(found, (torch.rand(n) * (width - crop_w + 1)).floor(), ((width - crop_w) / 2).floor())
         return torch.stack([top, left, crop_h, crop_w], 1).long()
 
-    def __call__(self, images: Tensor, then_flip: Flip | None = None) -> Tensor:
+    def __call__(self, images: Tensor, then_flip: Flip | None = None, index: Tensor | None = None,
+                 epoch: int = 0) -> Tensor:
         # Each crop is resized on its own (bilinear with antialiasing, pixel centres aligned: what
         # torchvision's RandomResizedCrop and Pillow's resize compute) from a channels-last copy
         # of the crop alone: torch's AVX2 kernels resize uint8 channels-last images directly, and
@@ -592,7 +614,7 @@ class ResizedCrop(Crop):
         # resizing each channel as a one-channel image.
         n, channels, height, width = images.shape
         boxes = self.draw(n, height, width).tolist()
-        mirror = then_flip.draw(n).tolist() if then_flip is not None else [False] * n
+        mirror = then_flip.draw(n, index, epoch).tolist() if then_flip is not None else [False] * n
         out = torch.empty((n, channels, self.size, self.size), dtype=images.dtype, device=images.device)
         for i, ((top, left, crop_h, crop_w), flip) in enumerate(zip(boxes, mirror, strict=True)):
             crop = images[i : i + 1, :, top : top + crop_h, left : left + crop_w]

@@ -1,7 +1,8 @@
 """Loaders: how batches are made, and in which order.
 
 Two paths, one interface (``epoch(e, start_step)`` yields uint8 image batches (N, C, H, W) and int64
-labels on the training device):
+labels on the training device; ``indexed_epoch`` adds each example's position in the split, which
+augmentations that follow an example across epochs use, e.g. alternating flips):
 
 - :class:`TensorBatches`: a split decoded once into one uint8 tensor (on the device), batched by
   indexing. For MNIST- and CIFAR-sized sets this is the fastest pipeline on a CPU: a batch is one
@@ -80,8 +81,13 @@ class _Batches:
     def num_examples(self) -> int:
         return len(self.labels)
 
-    def epoch(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def indexed_epoch(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
+        """(images, labels, index) batches: `index` (int64, on the CPU) is each example's position in the split."""
         raise NotImplementedError
+
+    def epoch(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels, _ in self.indexed_epoch(epoch, start_step):
+            yield images, labels
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.epoch()
@@ -99,17 +105,17 @@ class TensorBatches(_Batches):
         self.paths = paths  # the file of each image, for image sets decoded from files
         self.skipped: list[Skipped] = list(skipped or [])
 
-    def epoch(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def indexed_epoch(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
         if self.order is None:
             for step in range(start_step, len(self)):
                 window = slice(step * self.batch_size, (step + 1) * self.batch_size)
-                yield self.images[window], self.labels[window]
+                yield self.images[window], self.labels[window], torch.arange(len(self.labels))[window]
             return
-        for batch in self.order.steps(epoch, self.batch_size, start_step):
-            batch = batch.to(self.images.device)
+        for index in self.order.steps(epoch, self.batch_size, start_step):
+            batch = index.to(self.images.device)
             # index_select copies whole images; indexing with [batch] computes every element's
             # offset (10x slower for a batch of 64 photos of 256×256)
-            yield self.images.index_select(0, batch), self.labels.index_select(0, batch)
+            yield self.images.index_select(0, batch), self.labels.index_select(0, batch), index
 
 
 class FileBatches(_Batches):
@@ -132,7 +138,7 @@ class FileBatches(_Batches):
         if strict and self.skipped:
             raise strict_error(self.skipped[0])
 
-    def epoch(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def indexed_epoch(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
         steps = (self.order.steps(epoch, self.batch_size, start_step) if self.order is not None
                  else torch.arange(len(self.dataset)).split(self.batch_size)[start_step:])
         indices = [step.tolist() for step in steps]
@@ -144,9 +150,11 @@ class FileBatches(_Batches):
         for step in indices:
             if not step:  # this process's share of a last global batch smaller than the number of processes
                 empty = torch.empty((0, self.dataset.channels, *self.dataset.size), dtype=torch.uint8)
-                yield empty.to(self.device), self.labels[:0].to(self.device)
+                yield empty.to(self.device), self.labels[:0].to(self.device), self.labels[:0]
                 continue
             batch = next(loader)
+            failed = {skip.path for skip in batch.skipped}
+            index = torch.tensor([i for i in step if self.dataset.paths[i] not in failed], dtype=torch.long)
             for skip in batch.skipped:
                 if self.strict:
                     raise strict_error(skip)
@@ -154,7 +162,8 @@ class FileBatches(_Batches):
                     seen.add(skip.path)
                     self.skipped.append(skip)
             # a batch whose files all failed is still yielded (empty), so that step counts stay exact
-            yield batch.images.to(self.device, non_blocking=True), batch.labels.to(self.device, non_blocking=True)
+            yield (batch.images.to(self.device, non_blocking=True), batch.labels.to(self.device, non_blocking=True),
+                   index)
 
 
 Batches = TensorBatches | FileBatches

@@ -135,12 +135,17 @@ class Distributed:
         return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)]).to(tensor.device)
 
     def augment(self, augment: Callable[..., tuple[torch.Tensor, torch.Tensor]], images: torch.Tensor,
-                labels: torch.Tensor, sizes: list[int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """`augment(images, labels, seed=seed)` applied to the global batch, and this process's share of
-        the result: the augmented images and targets one process would draw for these examples."""
+                labels: torch.Tensor, sizes: list[int], seed: int, index: torch.Tensor | None = None,
+                epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """`augment(images, labels, seed=seed, index=index, epoch=epoch)` applied to the global batch,
+        and this process's share of the result: the augmented images and targets one process would
+        draw for these examples."""
         if not self.enabled:
-            return augment(images, labels, seed=seed)
-        everything, targets = augment(self.gather(images, sizes), self.gather(labels, sizes), seed=seed)
+            return augment(images, labels, seed=seed, index=index, epoch=epoch)
+        if index is not None:
+            index = self.gather(index.to(labels.device), sizes).cpu()
+        everything, targets = augment(self.gather(images, sizes), self.gather(labels, sizes), seed=seed,
+                                      index=index, epoch=epoch)
         start = sum(sizes[: self.rank])
         share = slice(start, start + sizes[self.rank])
         return everything[share], targets[share]
