@@ -16,9 +16,9 @@ disk cache):
   It runs under bf16 autocast as the issue asks (``--dtype fp32`` for float32), channels-last as airbench does.
 
 Both run their whole recipe; the test set is evaluated every `--eval-every` fraction of an epoch
-(the baseline with its TTA, dcnn with its "flip" evaluation view, ``dcnn eval --view flip``, both in
-float32) and the time
-spent evaluating is not counted. A row gives the seconds and epochs at which the target was first
+(the baseline with its TTA, dcnn as its run evaluates, with the recipe's averaged weights and
+``eval_view``; both under ``--eval-dtype``, bf16 autocast by default) and the time spent evaluating
+is not counted. A row gives the seconds and epochs at which the target was first
 reached and the accuracy at the end of the recipe. When the baseline ends below the target, both are
 also timed to the baseline's final accuracy minus half a point. Each recipe's training throughput is
 given as achieved FLOP/s (FlopCounterMode on one training step, times the images trained, over the
@@ -30,16 +30,17 @@ training seconds) against the bf16 and fp32 matmul peaks measured at the start o
         --data-dir ../shared/data/cifar10-jpeg --subset 2048 --test-subset 500 --max-epochs-scale 0.1 --dtype fp32
 
 Duration of the default full run on a 2-core Zen 4 EPYC with AVX-512 BF16 (idle, 2 torch threads,
-2026-12-02): about 12 minutes of training for each recipe (a training step of the airbench94 network
-costs about 1.3-1.4 ms per image in bf16 and channels-last, 3.3-3.7 ms in float32 NCHW), plus the
-evaluations, which are not counted but are waited for (the baseline's 20 TTA evaluations of 60,000
-views in float32 take about 40 s each): about 45 minutes in all. On an AVX2-only CPU, which emulates
+2026-12-02): 12-17 minutes of training for each recipe (a training step of the airbench94 network
+costs 1.3-2.3 ms per image in bf16 and channels-last, depending on the machine, 3.3-3.7 ms in float32
+NCHW), plus the evaluations, which are not counted but are waited for (each six-view evaluation of
+the test set, 60,000 views, took 40-110 s in float32 and about 60 s in bf16 on the slower machine):
+45-80 minutes in all. On an AVX2-only CPU, which emulates
 bf16 (about 400 ms per image for the baseline, some 55 h for its recipe), run with ``--dtype fp32``;
 dcnn's recipe asks for ``bf16: auto``, which is float32 there.
 
 Fairness notes: both use the images decoded by dcnn (the baseline's are decoded, from dcnn's cache,
 before its stopwatch starts; dcnn's setup, scanning the folders and reading that cache, is counted).
-The baseline's accuracy is measured in float32 even when it trains in bf16 (evaluation is not timed).
+Both accuracies are measured in the same dtype (``--eval-dtype``), whatever each trains in.
 With --subset / --test-subset both train and test on a folder of symbolic links to the first N/10
 images of each class (smoke runs only: accuracies there say nothing about the full run).
 """
@@ -147,21 +148,23 @@ def random_translate(padded: torch.Tensor, size: int, pad: int, generator: torch
 def tta_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """airbench's level-2 TTA: half the plain and mirrored views, half the same at ±1 pixel shifts."""
     def mirrored(v: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (model(v) + model(v.flip(-1)))
+        return 0.5 * (model(v).float() + model(v.flip(-1)).float())
 
     padded = F.pad(x, (1,) * 4, mode="reflect")
     shifted = 0.5 * (mirrored(padded[:, :, :-2, :-2]) + mirrored(padded[:, :, 2:, 2:]))
     return 0.5 * mirrored(x) + 0.5 * shifted
 
 
-def accuracy_of(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> float:
-    with torch.no_grad():
+def accuracy_of(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                bf16: bool) -> float:
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         correct = sum(int((predict(x[i:i + 1000].contiguous(memory_format=torch.channels_last)).argmax(1)
                            == y[i:i + 1000]).sum()) for i in range(0, len(y), 1000))
     return correct / len(y)
 
 
-def baseline(data: dict, eval_every: float, epochs_scale: float, dtype: torch.dtype, curve: list) -> dict:
+def baseline(data: dict, eval_every: float, epochs_scale: float, dtype: torch.dtype, curve: list,
+             eval_bf16: bool) -> dict:
     """Train the airbench94 recipe; append (seconds, epochs, test accuracy) to `curve` at each check."""
     hyp, generator = AIRBENCH, torch.Generator().manual_seed(0)
     torch.manual_seed(0)
@@ -209,7 +212,7 @@ def baseline(data: dict, eval_every: float, epochs_scale: float, dtype: torch.dt
 
     def evaluate() -> float:
         model.eval()
-        result = accuracy_of(lambda v: tta_logits(model, v), test_x, test_y)
+        result = accuracy_of(lambda v: tta_logits(model, v), test_x, test_y, eval_bf16)
         model.train()
         return result
 
@@ -252,14 +255,16 @@ def baseline(data: dict, eval_every: float, epochs_scale: float, dtype: torch.dt
 
 
 # ----- dcnn -------------------------------------------------------------------------------------
-def flip_view_accuracy(trainer: Trainer) -> float:
-    """Test top-1 with dcnn's "flip" evaluation view (`dcnn eval --view flip`), in float32."""
-    scored = ViewModel(trainer.model, "flip", tuple(trainer.data.preprocess.input_size[1:]))
-    batches = model_inputs(trainer.data.test, trainer.data.preprocess, trainer.cfg.channels_last)
-    return evaluate(scored, batches, trainer.device, topk=(1,), num_hardest=0).accuracy(1)
+def test_accuracy(trainer: Trainer, bf16: bool) -> float:
+    """Test top-1 of the model as the run evaluates it (averaged weights, the recipe's eval_view)."""
+    with trainer.averaged() as model:
+        scored = ViewModel(model, trainer.cfg.eval_view, tuple(trainer.data.preprocess.input_size[1:]))
+        batches = model_inputs(trainer.data.test, trainer.data.preprocess, trainer.cfg.channels_last)
+        return evaluate(scored, batches, trainer.device, topk=(1,), num_hardest=0, bf16=bf16).accuracy(1)
 
 
-def dcnn_recipe(recipe: str, data_dir: str, eval_every: float, epochs_scale: float, curve: list) -> dict:
+def dcnn_recipe(recipe: str, data_dir: str, eval_every: float, epochs_scale: float, curve: list,
+                eval_bf16: bool) -> dict:
     watch = Stopwatch()
     state: dict = {}
 
@@ -269,7 +274,7 @@ def dcnn_recipe(recipe: str, data_dir: str, eval_every: float, epochs_scale: flo
         spe = trainer.steps_per_epoch
         if trainer.step_in_epoch % max(1, round(eval_every * spe)) and trainer.step_in_epoch != spe:
             return False
-        accuracy = watch.excluding(lambda: flip_view_accuracy(trainer))
+        accuracy = watch.excluding(lambda: test_accuracy(trainer, eval_bf16))
         curve.append((watch.elapsed(), trainer.epoch + trainer.step_in_epoch / spe, accuracy))
         return False
 
@@ -277,6 +282,8 @@ def dcnn_recipe(recipe: str, data_dir: str, eval_every: float, epochs_scale: flo
         base = load_recipe(recipe, {"dataset": data_dir})
         overrides = {"dataset": data_dir, "progress": False, "run_dir": str(Path(tmp) / "run"),
                      "epochs": max(1, round(base.epochs * epochs_scale))}
+        if base.weight_average != "none":  # averaging starts at the same fraction of the run
+            overrides["ema_start_epochs"] = base.ema_start_epochs * overrides["epochs"] / base.epochs
         cfg = load_recipe(recipe, overrides)
         train(cfg, after_step=check)
         seconds = curve[-1][0] if curve else watch.elapsed()
@@ -366,6 +373,8 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.91)
     parser.add_argument("--eval-every", type=float, default=0.5, help="fraction of an epoch between checks")
     parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16", help="the baseline's autocast dtype")
+    parser.add_argument("--eval-dtype", choices=("bf16", "fp32"), default="bf16",
+                        help="autocast dtype of both evaluations (bf16 is about 3x faster where it is native)")
     parser.add_argument("--recipe", default="cifar10_fast")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--max-epochs-scale", type=float, default=1.0, help="scale both recipes' epochs (smoke runs)")
@@ -385,11 +394,12 @@ def main() -> None:
     data = load_images(data_dir)
     peaks = {"bf16": matmul_peak(torch.bfloat16), "fp32": matmul_peak(torch.float32)}
     curves = {"dcnn": Curve("dcnn"), "baseline": Curve("baseline")}
-    ours = dcnn_recipe(args.recipe, data_dir, args.eval_every, args.max_epochs_scale, curves["dcnn"])
+    eval_bf16 = args.eval_dtype == "bf16"
+    ours = dcnn_recipe(args.recipe, data_dir, args.eval_every, args.max_epochs_scale, curves["dcnn"], eval_bf16)
     rows = [(f"dcnn {args.recipe} ({ours['dtype']})", ours, curves["dcnn"])]
     if not args.skip_baseline:
         rows.append((f"airbench94 (baseline, {args.dtype})",
-                     baseline(data, args.eval_every, args.max_epochs_scale, dtype, curves["baseline"]),
+                     baseline(data, args.eval_every, args.max_epochs_scale, dtype, curves["baseline"], eval_bf16),
                      curves["baseline"]))
     targets = [args.target]
     if not args.skip_baseline and rows[1][1]["accuracy"] < args.target:
