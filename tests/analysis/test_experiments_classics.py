@@ -101,6 +101,8 @@ def test_activations_sigmoid_gradient_vanishes_in_the_14_layer_net(tmp_path_fact
                                                                             torch.nn.ReLU)}
         assert acts == {kind}
         assert len(json.loads((out / "figures.json").read_text())["runs"][0]["gradients"]["layers"]) == 14
+        # the same lr for the three, low enough for the unnormalized ReLU net (at 0.05 its units died)
+        assert yaml.safe_load((out / act / "config.yaml").read_text())["lr"] == 0.01
 
 
 def test_lrn_adds_no_parameters_batch_norm_c_per_conv(tmp_path_factory):
