@@ -29,6 +29,16 @@ def set_to(model: nn.Module, value: float) -> None:
         model.b.fill_(-value)
 
 
+def fed(values: list[float], total_steps: int = 2) -> tuple[nn.Module, WeightAverage]:
+    """A scalar model and its ema (decay 0.5) after steps 1, 2, ... that left the weight at `values`."""
+    model = scalar_model()
+    average = WeightAverage(model, "ema", decay=0.5, total_steps=total_steps)
+    for step, value in enumerate(values, 1):
+        set_to(model, value)
+        average.update(step)
+    return model, average
+
+
 def test_ema_follows_the_recurrence_from_the_start_step_every_k_steps() -> None:
     model = scalar_model()
     average = WeightAverage(model, "ema", decay=0.5, every=2, start_step=1, total_steps=10)
@@ -76,12 +86,7 @@ def test_lookahead_resets_the_network_to_the_slow_weights_and_at_the_end_of_an_e
 
 
 def test_applied_swaps_the_average_in_and_restores_the_trained_weights() -> None:
-    model = scalar_model()
-    average = WeightAverage(model, "ema", decay=0.5, total_steps=2)
-    set_to(model, 2.0)
-    average.update(1)
-    set_to(model, 6.0)
-    average.update(2)
+    model, average = fed([2.0, 6.0])
     with average.applied() as inside:
         assert inside.weight.item() == 4.0 and inside.b.item() == -4.0
     assert model.weight.item() == 6.0 and model.b.item() == -6.0
@@ -90,10 +95,7 @@ def test_applied_swaps_the_average_in_and_restores_the_trained_weights() -> None
 
 
 def test_state_round_trips() -> None:
-    model = scalar_model()
-    average = WeightAverage(model, "ema", decay=0.5, total_steps=2)
-    set_to(model, 3.0)
-    average.update(1)
+    _, average = fed([3.0])
     restored = WeightAverage(scalar_model(), "ema", decay=0.5, total_steps=2)
     restored.load_state_dict(json.loads(json.dumps({"average": None})))
     assert restored.average is None
