@@ -97,7 +97,7 @@ def test_applied_swaps_the_average_in_and_restores_the_trained_weights() -> None
 def test_state_round_trips() -> None:
     _, average = fed([3.0])
     restored = WeightAverage(scalar_model(), "ema", decay=0.5, total_steps=2)
-    restored.load_state_dict(json.loads(json.dumps({"average": None})))
+    restored.load_state_dict({"average": None})
     assert restored.average is None
     restored.load_state_dict(average.state_dict())
     assert restored.average["weight"].item() == 3.0
@@ -121,6 +121,22 @@ def test_an_ema_run_saves_and_reports_the_average_not_the_trained_weights(tmp_pa
         again = trainer.evaluate_on(trainer.data.test)
         assert torch.equal(model.state_dict()["features.c1.weight"], saved["features.c1.weight"])
     assert again.mean_loss == pytest.approx(result.mean_loss, abs=1e-6)
+
+
+def test_a_lookahead_run_ends_each_epoch_on_the_slow_weights(tmp_path) -> None:
+    states = {}
+
+    def keep(trainer: Trainer) -> bool:
+        states["trainer"] = trainer
+        return False
+
+    # 12 steps an epoch, updates every 5: the last update of epoch 1 is at step 10, two fast steps before its end
+    run_dir, _ = train(tiny_config(tmp_path, epochs=1, weight_average="lookahead", ema_decay=0.5, ema_every=5),
+                       after_step=keep)
+    trainer = states["trainer"]
+    saved = load_file(str(run_dir / "model.safetensors"))
+    for name, value in trainer.average.average.items():
+        assert torch.equal(saved[name], value) and torch.equal(trainer.model.state_dict()[name], value), name
 
 
 def test_the_eval_view_is_used_and_named_in_the_report(tmp_path) -> None:
