@@ -37,7 +37,8 @@ from tests.test_cli import assert_user_error, dcnn_in_process
 
 # Everything whose arithmetic a distributed step must keep equal to one process's: batch norm
 # (synchronized), augmentation with per-image draws and mixup partners, class-weighted loss, label
-# smoothing, gradient clipping, and an uneven last batch (323 = 8 x 40 + 3: shares of 2 and 1). The
+# smoothing, gradient clipping, a layer frozen mid-run (freeze_after: the replica is rebuilt without
+# it; the SIGKILL resume starts past that step), and an uneven last batch (323 = 8 x 40 + 3: shares of 2 and 1). The
 # model is smooth (SiLU, average pooling: no max, no ReLU) and the steps small, so the float rounding
 # of the all-reduced sums grows smoothly with training: with max pooling or ReLU, a rounding difference
 # that flips a max or a sign changes a gradient discretely (lenet5_modern at lr 0.05: 5e-4 to 7e-2 by seed).
@@ -47,7 +48,7 @@ CONFIG: dict[str, Any] = dict(
     dataset="mnist_sample", train_limit=323, val_size=50, test_limit=100, epochs=2, batch_size=40,
     eval_batch_size=500, lr=0.2, seed=5, progress=False,
     augment=["hflip", {"random_crop": {"padding": 2}}, "mixup"], class_balance="loss", label_smoothing=0.1,
-    clip_grad_norm=1.0, checkpoint_every=4,
+    clip_grad_norm=1.0, checkpoint_every=4, freeze_after={"stem": 0.5},  # the stem frozen from step 5 on
 )
 KILL_AFTER_STEP = 12  # a checkpoint in the middle of epoch 2
 # Largest |w1 - w2| over the weights and buffers after 18 steps, measured for seeds 1 to 10: 1.0e-6 to

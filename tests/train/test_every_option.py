@@ -237,6 +237,7 @@ CASES: dict[str, Case] = {
     "init_classes": Case({"3": "7"}, "weights", {"init_from": "RUN"}),
     "freeze": Case("backbone", "optimizer"),
     "backbone_lr_scale": Case(0.1, "optimizer"),
+    "freeze_after": Case({"features.c1": 1.0}, "weights"),
     "track_gradients": Case(True, "files"),
     # the final model file holds the average (ema) or the slow weights (lookahead)
     "weight_average": Case("ema", "weights"),

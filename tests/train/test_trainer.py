@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 
@@ -252,3 +253,25 @@ def test_augmentation_gets_each_training_image_with_its_position_and_the_epoch(t
     for images, labels, index, _ in seen:
         assert torch.equal(images, split.images[index]) and torch.equal(labels, split.labels[index])
     assert sorted(torch.cat([index for _, _, index, epoch in seen if epoch == 1]).tolist()) == list(range(600))
+
+
+def test_freeze_after_stops_the_named_parameters_at_that_step_despite_momentum_and_decay(tmp_path):
+    steps = []
+
+    def record(trainer):
+        steps.append({name: p.detach().clone() for name, p in trainer.model.named_parameters()})
+        return False
+
+    # 600 images in batches of 50: 12 steps an epoch, so features.c1 is frozen from step 18 (1.5 epochs)
+    train(tiny_config(tmp_path, epochs=3, momentum=0.9, weight_decay=1e-3, freeze_after={"features.c1": 1.5}),
+          after_step=record)
+    moved = [not torch.equal(a["features.c1.weight"], b["features.c1.weight"]) for a, b in itertools.pairwise(steps)]
+    assert moved == [True] * 17 + [False] * 18  # steps 2-18 move it (momentum would carry it on), 19-36 do not
+    assert all(not torch.equal(a["f6.weight"], b["f6.weight"]) for a, b in itertools.pairwise(steps))
+
+
+def test_freeze_after_names_the_parameters_when_a_prefix_matches_none(tmp_path):
+    with pytest.raises(DcnnError, match=r"freeze_after: 'conv1' begins no trainable parameter's name of "
+                                        r"lenet5_modern \(they begin with f6, features, output\)"):
+        train(tiny_config(tmp_path, freeze_after={"conv1": 1.0}))
+

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, ValidationError, field_validator, model_validator
 
 from dcnn.data.augment import parse_augment_spec
 from dcnn.data.datasets import DATASETS
@@ -73,6 +73,9 @@ class TrainConfig(BaseModel):
                                          "from init_from's rows of other classes: {class: init_from's class}")
     freeze: Literal["none", "backbone"] = Field("none", description="backbone: train only the classifier")
     backbone_lr_scale: float = Field(1.0, gt=0, description="the backbone's lr is lr times this")
+    freeze_after: dict[str, NonNegativeFloat] = Field(default_factory=dict, description="{prefix: epochs}: "
+                                                      "parameters whose names start with prefix stop training "
+                                                      "after that many epochs")
 
     # Mini-batch (1 ≤ batch_size < N), full-batch (batch_size: full), epochs.
     epochs: int = Field(10, ge=1)

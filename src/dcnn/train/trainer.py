@@ -183,6 +183,22 @@ def freeze_backbone(model: nn.Module) -> list[nn.Module]:
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters())]
 
 
+def frozen_after(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int) -> list[tuple[int, list[nn.Parameter]]]:
+    """freeze_after as (first frozen step, parameters) pairs: from that optimizer step on (the step
+    decides it, so a resumed run freezes them again) the parameters have no gradient, and no optimizer
+    moves them, momentum and weight decay included."""
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    plan = []
+    for prefix, epochs in cfg.freeze_after.items():
+        params = [p for name, p in trainable if name.startswith(prefix)]
+        if not params:
+            heads = sorted({name.split(".")[0] for name, _ in trainable})
+            raise DcnnError(f"freeze_after: {prefix!r} begins no trainable parameter's name of {cfg.model} "
+                            f"(they begin with {', '.join(heads)})")
+        plan.append((round(epochs * steps_per_epoch), params))
+    return plan
+
+
 def balanced_class_weights(counts: list[int], device: torch.device) -> torch.Tensor:
     """Loss weights N / (K · n_c) (King & Zeng 2001; scikit-learn's "balanced"): every class
     contributes as much to the loss as it would in a balanced set; a class absent from training gets 0."""
@@ -241,6 +257,7 @@ class Trainer:
             start_step=round(cfg.ema_start_epochs * self.steps_per_epoch),
             total_steps=cfg.epochs * self.steps_per_epoch, warmup_power=cfg.ema_warmup_power)
         self.aux_weights = auxiliary_weights(self.model, cfg)
+        self.freezing = frozen_after(self.model, cfg, self.steps_per_epoch)
         self.gradients = (GradientRecorder(self.model, run_dir, title=f"{cfg.model} on {Path(cfg.dataset).name}")
                           if cfg.track_gradients else None)
         self.epoch = 0
@@ -344,6 +361,7 @@ class Trainer:
         sizes = sizes or [len(y)]
         for norm in self.frozen_norms:  # a frozen backbone keeps its batch statistics too
             norm.eval()
+        self._freeze_due()
         self.dist.seed_step(cfg.seed, self.global_step)
         x, targets = images, y
         if self.augment is not None:  # crops and flips move uint8 pixels; the rest works on [0, 1] floats
@@ -379,6 +397,16 @@ class Trainer:
         self.running["loss_sum"] += batch_loss * sum(sizes)
         self.running["correct"] += correct
         self.running["seen"] += sum(sizes)
+
+    def _freeze_due(self) -> None:
+        """Stop training the freeze_after parameters whose step has come: backward then computes
+        nothing for them, and a distributed run's replica is rebuilt without them."""
+        due = [params for step, params in self.freezing if self.global_step >= step and params[0].requires_grad]
+        for params in due:
+            for p in params:
+                p.requires_grad_(False)
+        if due:
+            self.parallel_model = self.dist.wrap(self.model)
 
     @contextmanager
     def averaged(self) -> Iterator[nn.Module]:
