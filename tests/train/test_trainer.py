@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from PIL import Image
 from safetensors.torch import load_file
 
 from dcnn import create_model
@@ -275,3 +276,48 @@ def test_freeze_after_names_the_parameters_when_a_prefix_matches_none(tmp_path):
                                         r"lenet5_modern \(they begin with f6, features, output\)"):
         train(tiny_config(tmp_path, freeze_after={"conv1": 1.0}))
 
+
+def small_photo_folder(root, classes=2, per_class=12, size=32):
+    generator = torch.Generator().manual_seed(0)
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            pixels = (torch.rand(size, size, 3, generator=generator) * 200 + 40 * c).clamp(0, 255).to(torch.uint8)
+            Image.fromarray(pixels.numpy()).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+def test_data_dependent_init_reads_un_augmented_training_images_once(tmp_path, monkeypatch):
+    # airbench94's whitening is fitted on data_init_images training images before the first step,
+    # not on the first (augmented) batch; a run started from trained weights keeps theirs
+    from dcnn.models.airbench import AirbenchNet, PatchWhitening
+
+    fitted, states = [], {}
+    original = PatchWhitening.fit
+
+    def recording(self, x):
+        fitted.append(x.clone())
+        return original(self, x)
+
+    def keep(trainer):
+        states["trainer"] = trainer
+        return False
+
+    monkeypatch.setattr(PatchWhitening, "fit", recording)
+    monkeypatch.setattr(AirbenchNet, "data_init_images", 10)
+    folder = small_photo_folder(tmp_path / "photos")
+    run_dir, _ = train(make_config({"model": "airbench94", "dataset": str(folder), "epochs": 1, "batch_size": 8,
+                                    "augment": [{"random_crop": {"padding": 2}}], "progress": False,
+                                    "run_dir": str(tmp_path / "run")}), after_step=keep)
+    trainer = states["trainer"]
+    assert len(fitted) == 1 and fitted[0].shape == (10, 3, 32, 32)
+    every_image = trainer.data.preprocess.normalize(trainer.data.train.images).flatten(1)
+    for image in fitted[0].flatten(1):  # each one a training image as it is, not augmented
+        assert torch.isclose(every_image, image).all(1).any()
+    weights = trainer.model.whitening.conv.weight.detach().clone()
+    expected = AirbenchNet()
+    original(expected.whitening, fitted[0])
+    assert torch.equal(weights, expected.whitening.conv.weight)  # kept through training (frozen)
+    train(make_config({"model": "airbench94", "dataset": str(folder), "epochs": 1, "batch_size": 8,
+                       "init_from": str(run_dir), "progress": False, "run_dir": str(tmp_path / "again")}))
+    assert len(fitted) == 1

@@ -33,6 +33,13 @@ class ImageClassifier(nn.Module):
     default_cfg: ModelCfg
     model_name: str
     head: nn.Module
+    #: how many training images :meth:`init_from_data` reads (0: the model has no data-dependent init)
+    data_init_images: int = 0
+
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """Data-dependent initialization from normalized training images (N, C, H, W), un-augmented;
+        the trainer calls it before a new run's first step when `data_init_images` is set."""
+        raise NotImplementedError(f"{type(self).__name__} has no data-dependent initialization")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -11,12 +11,12 @@ the first half of each conv's filters starts as the identity (Dirac initializati
 norms use eps 1e-12, a running-average momentum of 0.4 (airbench's "0.6" counts the other way),
 a frozen scale of 1 and a trained shift whose learning rate is 64 times the others'.
 
+The whitening filters are fitted, as airbench fits them, on 5,000 un-augmented training images
+(``data_init_images``): dcnn's trainer passes them to :meth:`AirbenchNet.init_from_data` before the
+first step. Trained in a loop of one's own, the model fits them on the first training batch it sees.
+The buffer ``whitening.fitted`` records that it was done, so a saved model is not fitted again.
+
 What differs, so that dcnn's ordinary trainer can train it:
-- The whitening filters are fitted on the first training batch the model sees (its patches, after
-  the trainer's augmentation and normalization), not on 5,000 images before training: a batch of
-  512 images gives 492,032 patches for a 12×12 covariance. The buffer ``whitening.fitted`` records
-  that it was done, so a saved model is not fitted again; :meth:`AirbenchNet.fit_whitening` fits
-  it on given images.
 - The 64× learning rate of the BN shifts is a reparametrization: the shift is stored divided by
   sqrt(64) = 8 and multiplied by 8 in the forward pass, which makes plain SGD move it 64 times as
   far (``bias_lr_scale``). The trainer does not decay 1-D parameters, so those shifts are not decayed.
@@ -125,7 +125,9 @@ class AirbenchNet(ImageClassifier):
         self.blocks = nn.Sequential(*(ConvGroup(a, b, bias_lr_scale) for a, b in itertools.pairwise(chans)))
         self.head = ClassifierHead(widths[-1], num_classes, pool="max", head=check_head_type(head))
 
-    def fit_whitening(self, images: torch.Tensor) -> None:
+    data_init_images = 5000  # airbench94 fits the whitening on 5,000 training images
+
+    def init_from_data(self, images: torch.Tensor) -> None:
         """Fit the whitening filters on normalized images (N, C, H, W) rather than the first batch."""
         self.whitening.fit(images)
 

@@ -237,6 +237,9 @@ class Trainer:
             load_pretrained(self.model, weights)
             if cfg.init_classes:
                 ckpt.init_class_rows(self.model, cfg.init_from, weights, self.data.class_names, cfg.init_classes)
+        elif self.model.data_init_images:  # e.g. airbench's whitening filters, fitted before training
+            sample = sample_images(self.data.train, limit=self.model.data_init_images, seed=cfg.seed)
+            self.model.init_from_data(self.data.preprocess.normalize(sample))
         if cfg.sync_bn:
             self.model = sync_batch_norm(self.model, self.device, cfg.model)
         self.frozen_norms = freeze_backbone(self.model) if cfg.freeze == "backbone" else []
