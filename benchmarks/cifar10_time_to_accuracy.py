@@ -282,8 +282,10 @@ def dcnn_recipe(recipe: str, data_dir: str, eval_every: float, epochs_scale: flo
         base = load_recipe(recipe, {"dataset": data_dir})
         overrides = {"dataset": data_dir, "progress": False, "run_dir": str(Path(tmp) / "run"),
                      "epochs": max(1, round(base.epochs * epochs_scale))}
-        if base.weight_average != "none":  # averaging starts at the same fraction of the run
-            overrides["ema_start_epochs"] = base.ema_start_epochs * overrides["epochs"] / base.epochs
+        scale = overrides["epochs"] / base.epochs  # averaging and freezing start at the same fraction of the run
+        if base.weight_average != "none":
+            overrides["ema_start_epochs"] = base.ema_start_epochs * scale
+        overrides["freeze_after"] = {prefix: epochs * scale for prefix, epochs in base.freeze_after.items()}
         cfg = load_recipe(recipe, overrides)
         train(cfg, after_step=check)
         seconds = curve[-1][0] if curve else watch.elapsed()
