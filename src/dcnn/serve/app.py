@@ -8,6 +8,9 @@
   image as the model saw it, as a PNG data URI.
 - ``GET /health``: the model, its classes and device, and how many images went through it in how
   many batches.
+- ``GET /docs``: the OpenAPI schema (``/openapi.json``) in Swagger UI, its script and style served by
+  the app itself (fastapi-offline) rather than a CDN, so it works offline. (No ``/redoc``: ReDoc's
+  page fetches its logo from the web.)
 
 Images are prepared by the model file's saved :class:`~dcnn.data.preprocess.Preprocess`, exactly
 as `dcnn predict` prepares them, so both give the same probabilities. Concurrent requests are
@@ -32,6 +35,7 @@ import torch
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -52,6 +56,8 @@ from dcnn.serve.uploads import (
     open_upload,
 )
 from dcnn.visualize.attribution import grad_cam, overlay_heatmap
+
+DOCS_FILES = "/docs/files"  # Swagger UI's JavaScript, CSS and icon
 
 
 class ClassProbability(BaseModel):
@@ -190,9 +196,10 @@ def create_app(
         await batcher.close()
 
     names = classifier.class_names
-    app = FastAPI(title=f"dcnn: {classifier.name}", version=__version__, lifespan=lifespan,
-                  description=f"Classifies photos with {classifier.name} into {len(names)} classes "
-                              f"({', '.join(names[:10])}{', ...' if len(names) > 10 else ''}).")
+    app = FastAPIOffline(title=f"dcnn: {classifier.name}", version=__version__, lifespan=lifespan,
+                         static_url=DOCS_FILES, redoc_url=None,
+                         description=f"Classifies photos with {classifier.name} into {len(names)} classes "
+                                     f"({', '.join(names[:10])}{', ...' if len(names) > 10 else ''}).")
 
     app.state.classifier = classifier
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
