@@ -50,13 +50,13 @@ from data_pipeline import cpu_model  # the machine line of the other benchmarks
 
 from dcnn.data.images import load_images
 from dcnn.data.preprocess import Preprocess
+from dcnn.device import native_bf16
 from dcnn.evaluate.run import model_file_of, preprocess_of
 from dcnn.export import export_classifier
 from dcnn.export.fast import fast_inference, idle_cores
 from dcnn.export.runtime import OnnxClassifier
 from dcnn.models import create_model, get_model_cfg
 from dcnn.models.modelfile import load_model_file
-from dcnn.train.trainer import native_bf16
 
 MODELS = ("lenet5", "resnet18", "mobilenet_v2")
 BATCHES = (1, 32)

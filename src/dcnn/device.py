@@ -1,4 +1,5 @@
-"""The device a command runs on: `auto` (CUDA when present, else the CPU) or one the user names."""
+"""The device a command runs on: `auto` (CUDA when present, else the CPU) or one the user names;
+whether it computes bfloat16 natively."""
 
 from __future__ import annotations
 
@@ -19,3 +20,11 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DcnnError(f"device {name!r} requested but CUDA is not available; use --device cpu.")
     return device
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 natively: CUDA GPUs that support it, CPUs with AVX-512 BF16
+    or AMX. Elsewhere (AVX2-only CPUs) bf16 is emulated and several times slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())

@@ -31,7 +31,7 @@ descheduled: LeNet-5 at batch 1 ran at 10 images/s on 2 threads with the other c
 1,400 on one thread (BENCHMARKS.md).
 
 Everything stays fp32, so predictions are the model's. bf16, native on CPUs with AVX-512 BF16
-(:func:`dcnn.train.trainer.native_bf16`), was faster but changed the top-1 class of 0.21% of
+(:func:`dcnn.device.native_bf16`), was faster but changed the top-1 class of 0.21% of
 CIFAR-10's test images with a trained ResNet-20 (BENCHMARKS.md).
 """
 

@@ -47,7 +47,7 @@ from dcnn.data.loader import Batches, FileBatches
 from dcnn.data.pipeline import make_batches, model_inputs, plan_preprocess, sample_images
 from dcnn.data.preprocess import Preprocess
 from dcnn.data.whitening import channel_stats, fit_whitening
-from dcnn.device import resolve_device
+from dcnn.device import native_bf16, resolve_device
 from dcnn.errors import DcnnError
 from dcnn.evaluate.metrics import ClassificationResult, evaluate
 from dcnn.evaluate.report import write_report
@@ -74,14 +74,6 @@ DEFAULT_VAL_SPLIT = 0.1
 
 class TrainingDiverged(DcnnError):
     """The loss became NaN or infinite."""
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes bfloat16 natively: CUDA GPUs that support it, CPUs with AVX-512 BF16
-    or AMX. Elsewhere (AVX2-only CPUs) bf16 is emulated and several times slower than fp32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 @dataclass
