@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from dcnn.errors import DcnnError
+from dcnn.models import create_model
 from dcnn.train import make_config
-from dcnn.train.optim import build_optimizer, build_scheduler, l1_penalty
+from dcnn.train.optim import Muon, build_optimizer, build_scheduler, l1_penalty, orthogonalize
 
 
 def lrs(cfg, steps_per_epoch: int) -> list[float]:
@@ -123,6 +124,12 @@ def test_rmsprop_has_no_momentum_unless_asked():
         ({"schedule": "multistep"}, "needs the epochs at which to decay"),
         ({"schedule": "onecycle", "pct_start": 0.3, "warmup_epochs": 1}, "give one"),
         ({"epochs": 2, "warmup_epochs": 2}, "leaves no training after the warmup"),
+        ({"optimizer": "sgd", "muon_lr": 0.1}, "muon_lr: does not apply to optimizer 'sgd'"),
+        ({"optimizer": "adam", "muon_normalize": True}, "muon_normalize: does not apply"),
+        ({"optimizer": "muon", "momentum": 0.0, "nesterov": True}, "Nesterov momentum needs momentum > 0"),
+        ({"schedule": "linear", "lr": 0.1, "min_lr": 0.1}, "min_lr: 0.1 is not below lr"),
+        ({"schedule": "onecycle", "momentum": 0.85}, "momentum: one-cycle sets the momentum itself"),
+        ({"schedule": "onecycle", "optimizer": "muon", "muon_momentum": 0.6}, "muon_momentum: one-cycle sets"),
     ],
 )
 def test_options_that_do_not_apply_are_refused(values, fragment):
@@ -140,3 +147,87 @@ def test_weight_decay_spares_biases_and_l1_counts_weights():
     opt = build_optimizer(model, make_config({"weight_decay": 0.1}))
     decays = {p.dim(): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
     assert decays == {2: 0.1, 1: 0.0}
+
+
+def test_linear_schedule_falls_straight_to_min_lr_after_the_warmup():
+    cfg = make_config({"lr": 1.0, "epochs": 2, "schedule": "linear", "min_lr": 0.2})
+    assert lrs(cfg, 2) == pytest.approx([1.0, 0.8, 0.6, 0.4])
+    cfg = make_config({"lr": 1.0, "epochs": 3, "schedule": "linear", "warmup_epochs": 1})
+    assert lrs(cfg, 2) == pytest.approx([0.5, 1.0, 1.0, 0.75, 0.5, 0.25])  # as cosine: 0 after the last step
+
+
+@pytest.mark.parametrize("shape", [(16, 40), (40, 16), (8, 8)])
+def test_orthogonalize_gives_about_u_v_transposed(shape):
+    torch.manual_seed(0)
+    matrix = torch.randn(shape) * 3
+    u, _, vh = torch.linalg.svd(matrix, full_matrices=False)
+    result = orthogonalize(matrix).float()
+    assert result.shape == matrix.shape
+    singular = torch.linalg.svdvals(result)
+    assert singular.min() > 0.6 and singular.max() < 1.25  # Jordan et al.: about [0.7, 1.2]
+    cosine = (result * (u @ vh)).sum() / (result.norm() * (u @ vh).norm())
+    assert cosine > 0.97  # the same directions as the exact U·Vᵀ
+
+
+def test_muon_gives_the_hidden_weights_their_own_group_and_the_rest_to_sgd():
+    model = create_model("lenet5_modern", num_classes=10)
+    cfg = make_config({"optimizer": "muon", "lr": 0.1, "muon_lr": 0.05, "muon_momentum": 0.8, "weight_decay": 0.01,
+                       "backbone_lr_scale": 0.5})
+    groups = build_optimizer(model, cfg).param_groups
+    head = {id(p) for p in model.get_classifier().parameters()}
+    hidden = [g for g in groups if g["hidden"]]
+    assert len(hidden) == 1 and hidden[0]["lr"] == 0.025 and hidden[0]["momentum"] == 0.8
+    assert {id(p) for p in hidden[0]["params"]} == {id(p) for p in model.parameters()
+                                                    if p.dim() > 1 and id(p) not in head}
+    rest = [p for g in groups if not g["hidden"] for p in g["params"]]
+    assert {id(p) for p in rest} == {id(p) for p in model.parameters() if p.dim() == 1 or id(p) in head}
+    assert all(g["momentum"] == 0.9 for g in groups if not g["hidden"])
+
+
+def test_muon_steps_the_rest_exactly_as_torch_sgd():
+    torch.manual_seed(0)
+    ours_model, theirs_model = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    theirs_model.load_state_dict(ours_model.state_dict())
+    ours_model.get_classifier = lambda: ours_model  # all of it the classifier: nothing hidden, Muon is SGD
+    ours = build_optimizer(ours_model, make_config({"optimizer": "muon", "lr": 0.05, "momentum": 0.5,
+                                                    "nesterov": True, "weight_decay": 0.1}))
+    theirs = torch.optim.SGD([{"params": [theirs_model.weight], "weight_decay": 0.1},
+                              {"params": [theirs_model.bias], "weight_decay": 0.0}], lr=0.05, momentum=0.5,
+                             nesterov=True)
+    x, y = torch.randn(32, 4), torch.randn(32, 3)
+    for _ in range(3):
+        for model, opt in ((ours_model, ours), (theirs_model, theirs)):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+        assert torch.equal(ours_model.weight, theirs_model.weight) and torch.equal(ours_model.bias, theirs_model.bias)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_muon_step_on_a_conv_filter_by_hand(normalize):
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(6, 3, 3, 3))
+    lr, momentum, decay = 0.1, 0.6, 0.05
+    optimizer = Muon([{"params": [weight], "hidden": True}], lr=lr, momentum=momentum, nesterov=True,
+                     weight_decay=decay, normalize=normalize)
+    expected, buffer = weight.detach().clone(), None
+    for _ in range(3):
+        grad = torch.randn_like(weight)
+        weight.grad = grad.clone()
+        optimizer.step()
+        buffer = grad.clone() if buffer is None else momentum * buffer + grad
+        nesterov = grad + momentum * buffer
+        if normalize:
+            expected = expected * math.sqrt(6) / expected.norm()
+        expected = expected * (1 - lr * decay)  # 6 rows, 27 columns: sqrt(max(1, 6/27)) = 1
+        expected = expected - lr * orthogonalize(nesterov.reshape(6, 27)).view(6, 3, 3, 3)
+        assert torch.allclose(weight.detach(), expected, atol=1e-6)
+    if normalize:  # the norm it was rescaled to, before the last update of norm about lr·sqrt(6)
+        assert abs(weight.norm().item() - math.sqrt(6)) < 0.2
+
+
+def test_muon_scales_a_tall_matrix_step_by_sqrt_of_its_aspect():
+    weight = torch.nn.Parameter(torch.zeros(16, 4))
+    weight.grad = torch.randn(16, 4)
+    Muon([{"params": [weight], "hidden": True}], lr=0.1, momentum=0.0).step()
+    assert torch.allclose(weight.detach(), -0.1 * 2 * orthogonalize(weight.grad))  # sqrt(16 / 4) = 2

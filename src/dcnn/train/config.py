@@ -21,7 +21,7 @@ from dcnn.fileio import atomic_output
 from dcnn.train.optim import OPTIMIZERS, SCHEDULES
 
 # Fields read by only some optimizers or schedules (the tables in optim.py say which).
-OPTIMIZER_FIELDS = sorted({name for spec in OPTIMIZERS.values() for name in spec.options})
+OPTIMIZER_FIELDS = sorted({name for spec in OPTIMIZERS.values() for name in spec.fields})
 SCHEDULE_FIELDS = sorted({name for spec in SCHEDULES.values() for name in spec.options})
 # What `dcnn train --resume` may change: none of these alters the steps a resumed run takes.
 RESUME_OPTIONS = ("epochs", "device", "progress", "eval_batch_size", "workers", "checkpoint_every", "keep_checkpoints",
@@ -90,6 +90,11 @@ class TrainConfig(BaseModel):
     betas: tuple[float, float] = (0.9, 0.999)
     alpha: float = Field(0.99, gt=0, lt=1, description="RMSProp smoothing constant")
     rho: float = Field(0.9, gt=0, lt=1, description="Adadelta decay rate")
+    muon_lr: float | None = Field(None, gt=0, description="Muon's learning rate for the hidden layers' weights "
+                                  "(unset: 0.02); lr is the SGD part's")
+    muon_momentum: float | None = Field(None, ge=0, lt=1, description="Muon's momentum (unset: 0.95)")
+    muon_normalize: bool = Field(False, description="Muon: keep each hidden weight tensor at norm sqrt(out), "
+                                 "as airbench94_muon does")
     eps: float | None = Field(None, gt=0, description="unset: 1e-8 (RMSProp, Adam, AdamW), 1e-6 (Adadelta)")
     weight_decay: float = Field(0.0, ge=0, description="L2 penalty (decoupled for AdamW)")
     l1: float = Field(0.0, ge=0, description="L1 penalty on weights, added to the loss")
@@ -104,7 +109,7 @@ class TrainConfig(BaseModel):
     milestones: list[float] = Field(default_factory=list, description="epochs of decay (multistep)")
     gamma: float = Field(0.1, gt=0, le=1)
     warmup_epochs: float = Field(0.0, ge=0)
-    min_lr: float = Field(0.0, ge=0, description="the last step's lr (cosine, onecycle; 0: onecycle's lr/25e4)")
+    min_lr: float = Field(0.0, ge=0, description="the last step's lr (cosine, linear, onecycle; 0: onecycle's lr/25e4)")
     pct_start: float = Field(0.25, gt=0, lt=1, description="one-cycle: fraction of steps rising")
 
     # Weight averaging (dcnn.train.averaging) and the test-time view of validation and the final report.
@@ -171,10 +176,10 @@ class TrainConfig(BaseModel):
         """Refuse options that the chosen optimizer, schedule, model or data would silently ignore."""
         given, problems = self.given(), []
         spec = OPTIMIZERS[self.optimizer]
-        for name in sorted(given & set(OPTIMIZER_FIELDS) - set(spec.options)):
-            users = [opt for opt, s in OPTIMIZERS.items() if name in s.options]
+        for name in sorted(given & set(OPTIMIZER_FIELDS) - set(spec.fields)):
+            users = [opt for opt, s in OPTIMIZERS.items() if name in s.fields]
             problems.append(f"{name}: does not apply to optimizer {self.optimizer!r} (it reads "
-                            f"{', '.join(spec.options) or 'only lr'}; {name} is for {', '.join(users)})")
+                            f"{', '.join(spec.fields) or 'only lr'}; {name} is for {', '.join(users)})")
         schedule = SCHEDULES[self.schedule]
         for name in sorted(given & set(SCHEDULE_FIELDS) - set(schedule.options)):
             users = [sched for sched, s in SCHEDULES.items() if name in s.options]
@@ -189,7 +194,13 @@ class TrainConfig(BaseModel):
         if self.warmup_epochs >= self.epochs:
             problems.append(f"warmup_epochs: {self.warmup_epochs} leaves no training after the warmup "
                             f"(epochs is {self.epochs})")
-        if self.nesterov and self.optimizer == "sgd" and self.momentum == 0:
+        if self.schedule == "onecycle" and (cycled := sorted(given & {"momentum", "muon_momentum"})):
+            problems.append(f"{', '.join(cycled)}: one-cycle sets the momentum itself, from 0.95 down to 0.85 at the "
+                            "peak learning rate and back (Smith & Topin 2017); leave it out or choose another "
+                            "schedule")
+        if "min_lr" in given and self.min_lr >= self.lr:
+            problems.append(f"min_lr: {self.min_lr} is not below lr ({self.lr}); the schedule decays from lr to min_lr")
+        if self.nesterov and self.optimizer in ("sgd", "muon") and self.momentum == 0:
             problems.append("nesterov: Nesterov momentum needs momentum > 0")
         if self.early_stopping and (self.val_size == 0 or self.val_split == 0):
             problems.append("early_stopping: needs a validation set (val_size > 0) to watch")
