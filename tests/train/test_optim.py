@@ -80,6 +80,16 @@ OPTIMIZER_CASES = {
 }
 
 
+def assert_same_steps(ours: tuple, theirs: tuple, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Three steps of each (Linear model, optimizer) on the same regression leave equal weights."""
+    for _ in range(3):
+        for model, opt in (ours, theirs):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+        assert torch.equal(ours[0].weight, theirs[0].weight) and torch.equal(ours[0].bias, theirs[0].bias)
+
+
 @pytest.mark.parametrize("name", sorted(OPTIMIZER_CASES))
 def test_each_optimizer_steps_as_torch_with_the_same_hyperparameters(name):
     options, reference = OPTIMIZER_CASES[name]
@@ -90,13 +100,7 @@ def test_each_optimizer_steps_as_torch_with_the_same_hyperparameters(name):
     ours = build_optimizer(ours_model, make_config({"optimizer": name, "lr": 0.05, **options}))
     theirs = reference([theirs_model.weight, theirs_model.bias])
     assert type(ours) is type(theirs)
-    x, y = torch.randn(64, 4), torch.randn(64, 1)
-    for _ in range(3):
-        for model, opt in ((ours_model, ours), (theirs_model, theirs)):
-            opt.zero_grad()
-            torch.nn.functional.mse_loss(model(x), y).backward()
-            opt.step()
-        assert torch.equal(ours_model.weight, theirs_model.weight) and torch.equal(ours_model.bias, theirs_model.bias)
+    assert_same_steps((ours_model, ours), (theirs_model, theirs), torch.randn(64, 4), torch.randn(64, 1))
 
 
 def test_rmsprop_has_no_momentum_unless_asked():
@@ -194,13 +198,7 @@ def test_muon_steps_the_rest_exactly_as_torch_sgd():
     theirs = torch.optim.SGD([{"params": [theirs_model.weight], "weight_decay": 0.1},
                               {"params": [theirs_model.bias], "weight_decay": 0.0}], lr=0.05, momentum=0.5,
                              nesterov=True)
-    x, y = torch.randn(32, 4), torch.randn(32, 3)
-    for _ in range(3):
-        for model, opt in ((ours_model, ours), (theirs_model, theirs)):
-            opt.zero_grad()
-            torch.nn.functional.mse_loss(model(x), y).backward()
-            opt.step()
-        assert torch.equal(ours_model.weight, theirs_model.weight) and torch.equal(ours_model.bias, theirs_model.bias)
+    assert_same_steps((ours_model, ours), (theirs_model, theirs), torch.randn(32, 4), torch.randn(32, 3))
 
 
 @pytest.mark.parametrize("normalize", [False, True])
