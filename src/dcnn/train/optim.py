@@ -71,8 +71,8 @@ class Muon(torch.optim.Optimizer):
                 continue
             buffers = [self.state[p].get("momentum_buffer") for p in params]
             sgd.sgd(params, [p.grad for p in params], buffers, weight_decay=group["weight_decay"],
-                                momentum=group["momentum"], lr=group["lr"], dampening=0.0,
-                                nesterov=group["nesterov"], maximize=False)
+                    momentum=group["momentum"], lr=group["lr"], dampening=0.0, nesterov=group["nesterov"],
+                    maximize=False)
             if group["momentum"]:
                 for p, buffer in zip(params, buffers, strict=True):
                     self.state[p]["momentum_buffer"] = buffer
