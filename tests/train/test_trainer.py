@@ -18,6 +18,7 @@ from dcnn import create_model
 from dcnn.errors import DcnnError
 from dcnn.train import checkpoint as ckpt
 from dcnn.train import make_config, resume, train
+from dcnn.train import trainer as trainer_module
 from dcnn.train.trainer import Trainer, TrainingDiverged, auxiliary_weights, classification_loss
 from tests.train.helpers import tiny_config
 
@@ -321,3 +322,10 @@ def test_data_dependent_init_reads_un_augmented_training_images_once(tmp_path, m
     train(make_config({"model": "airbench94", "dataset": str(folder), "epochs": 1, "batch_size": 8,
                        "init_from": str(run_dir), "progress": False, "run_dir": str(tmp_path / "again")}))
     assert len(fitted) == 1
+
+
+def test_a_cpu_run_keeps_freed_memory_for_its_next_steps(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(trainer_module, "reuse_freed_memory", lambda: calls.append(1) or True)
+    train(tiny_config(tmp_path, device="cpu"))
+    assert calls == [1]

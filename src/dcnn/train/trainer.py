@@ -47,7 +47,7 @@ from dcnn.data.loader import Batches, FileBatches
 from dcnn.data.pipeline import make_batches, model_inputs, plan_preprocess, sample_images
 from dcnn.data.preprocess import Preprocess
 from dcnn.data.whitening import channel_stats, fit_whitening
-from dcnn.device import native_bf16, resolve_device
+from dcnn.device import native_bf16, resolve_device, reuse_freed_memory
 from dcnn.errors import DcnnError
 from dcnn.evaluate.metrics import ClassificationResult, evaluate
 from dcnn.evaluate.report import write_report
@@ -216,6 +216,8 @@ class Trainer:
         self.dist.check(cfg.sync_bn)
         console.quiet = not self.dist.is_main  # rank 0 speaks for the run
         self.device = self.dist.place(resolve_device(cfg.device))
+        if self.device.type == "cpu":
+            reuse_freed_memory()
         self.bf16 = native_bf16(self.device) if cfg.bf16 == "auto" else cfg.bf16
         self.after_step = after_step
         torch.manual_seed(cfg.seed)
