@@ -56,6 +56,7 @@ from torch.utils.data import DataLoader, Dataset
 from dcnn.data.augment import BatchAugment, build_augment
 from dcnn.data.loader import EpochOrder, TensorBatches
 from dcnn.data.preprocess import to_float
+from dcnn.device import reuse_freed_memory
 from dcnn.models import create_model
 
 CIFAR_RECIPE = [
@@ -71,7 +72,8 @@ _MEAN, _STD = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
 
 # ----- decoding (not timed) ------------------------------------------------------------------
 def decode_cifar(root: Path, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`count` CIFAR-10 training images, the same number from each class: uint8 (N, 3, 32, 32)."""
+    """`count` CIFAR-10 training images, the same number from each class: uint8 (N, 3, 32, 32),
+    stored channels-last as dcnn's decoder stores them (:func:`dcnn.data.loader.pixels_last`)."""
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     per_class = math.ceil(count / len(classes))
     pictures, labels = [], []
@@ -80,7 +82,7 @@ def decode_cifar(root: Path, count: int) -> tuple[torch.Tensor, torch.Tensor]:
             with Image.open(file) as image:
                 pictures.append(np.asarray(image.convert("RGB")))
             labels.append(label)
-    images = torch.from_numpy(np.stack(pictures[:count])).permute(0, 3, 1, 2).contiguous()
+    images = torch.from_numpy(np.stack(pictures[:count])).permute(0, 3, 1, 2)  # channels-last, as dcnn stores
     return images, torch.tensor(labels[:count])
 
 
@@ -100,7 +102,7 @@ def decode_photos(root: Path, count: int, side: int = 256) -> tuple[torch.Tensor
             left, top = (width - side) // 2, (height - side) // 2
             pictures.append(np.asarray(image.crop((left, top, left + side, top + side))))
         labels.append(label)
-    return torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels)
+    return torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2), torch.tensor(labels)  # channels-last
 
 
 # ----- batched path (dcnn) -------------------------------------------------------------------
@@ -320,7 +322,12 @@ def main() -> None:
     parser.add_argument("--model", default="resnet20", help="the CIFAR recipe's model, whose training rate to beat")
     parser.add_argument("--photo-model", default="resnet18", help="a 224-pixel model, whose training rate to beat")
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DCNN_DATA_DIR", "../shared/data")))
+    parser.add_argument("--allocator", choices=("reuse", "default"), default="reuse",
+                        help="reuse: keep freed memory for the next batches, as a dcnn training run on the CPU "
+                             "does (dcnn.device.reuse_freed_memory), for every path; default: glibc's own")
     args = parser.parse_args()
+    if args.allocator == "reuse":
+        reuse_freed_memory()
 
     threads = args.threads or torch.get_num_threads()
     random.seed(0)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dcnn.data.folder import ImageFiles, LazyImageDataset, decode_images
+from dcnn.data.folder import ImageFiles, LazyImageDataset, decode_images, load_or_decode
 from dcnn.data.loader import EpochOrder, FileBatches, TensorBatches
 
 
@@ -103,6 +103,35 @@ def write_images(folder: Path, count: int) -> list[Path]:
         Image.fromarray(rng.integers(0, 256, (6 + i % 3, 7, 3), dtype=np.uint8)).save(path)
         paths.append(path)
     return paths
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def test_images_are_kept_and_batched_channels_last_with_their_pixels(tmp_path: Path) -> None:
+    rgb = np.zeros((4, 5, 3), dtype=np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 10, 20, 30  # each channel its own value
+    rgb[1, 2] = (200, 100, 50)
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(rgb + i).save(paths[-1])
+    files = ImageFiles(paths, [0, 1, 0], ["a", "b"])
+    expected = torch.from_numpy(np.stack([rgb + i for i in range(3)])).permute(0, 3, 1, 2)
+    for decoded in (decode_images(files, (4, 5), 3),
+                    load_or_decode(files, (4, 5), 3, cache_dir=tmp_path / "cache"),
+                    load_or_decode(files, (4, 5), 3, cache_dir=tmp_path / "cache")):  # the cached copy
+        assert is_channels_last(decoded.images) and torch.equal(decoded.images, expected)
+    order = EpochOrder(torch.tensor([0, 1, 0]), seed=1)
+    for images in (expected, expected.contiguous()):  # an NCHW tensor is stored channels-last
+        batches = TensorBatches(images, torch.tensor([0, 1, 0]), batch_size=2, order=order)
+        assert is_channels_last(batches.images)
+        for (x, _), index in zip(batches.epoch(0), order(0).split(2), strict=True):
+            assert is_channels_last(x) and torch.equal(x, expected[index])
+    lazy = FileBatches(LazyImageDataset(files, (4, 5), 3), batch_size=3, order=order, workers=0)
+    (x, _), = lazy.epoch(0)
+    assert is_channels_last(x) and torch.equal(x, expected[order(0)])
 
 
 def truncate(path: Path) -> Path:

@@ -56,7 +56,7 @@ SPLIT_NAMES = ("train", "val", "test")
 # Pillow's own limit (Image.MAX_IMAGE_PIXELS, about 89.5 million pixels: 1 GiB of 8-bit RGB / 4).
 DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
 # Bump when the decoded pixels of the same files would change (resize filter, geometry, ...).
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the array is (N, H, W, C)
 # A JPEG much larger than the target decodes at 1/2, 1/4 or 1/8 scale as long as it stays at least
 # this many times the target in both sides; the antialiased resize does the rest.
 _DRAFT_MARGIN = 2
@@ -393,6 +393,15 @@ def fit_image(
     ``floor(size / crop_pct)`` and takes the centre `size` (crop_pct 1: the shorter side becomes the
     target, torchvision's Resize + CenterCrop; 0.875: timm's and torchvision's ImageNet evaluation),
     "stretch" resizes it to `size` whatever its aspect ratio."""
+    pixels = _fit_pixels_last(image, size, channels, fit, crop_pct, interpolation)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def _fit_pixels_last(
+    image: Image.Image, size: tuple[int, int], channels: int, fit: Fit = "crop", crop_pct: float = 1.0,
+    interpolation: str = "bilinear",
+) -> np.ndarray:
+    """:func:`fit_image` as (H, W, channels), the layout Pillow decodes to (no transposing copy)."""
     out_h, out_w = size
     cover = (math.floor(out_h / crop_pct), math.floor(out_w / crop_pct)) if fit == "crop" else size
     image = _to_8bit(image, channels)
@@ -401,18 +410,18 @@ def fit_image(
         image = image.resize((new_w, new_h), _RESAMPLING[interpolation], reducing_gap=_REDUCING_GAP)
     top, left = round((new_h - out_h) / 2), round((new_w - out_w) / 2)
     array = np.asarray(image)[top : top + out_h, left : left + out_w]
-    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-    if array.shape[0] != channels:
-        luminance = to_channels(torch.from_numpy(array.astype(np.float32)), channels)
-        return luminance.round_().clamp_(0, 255).to(torch.uint8).numpy()
-    return np.ascontiguousarray(array)
+    array = array[:, :, None] if array.ndim == 2 else array
+    if array.shape[2] != channels:
+        luminance = to_channels(torch.from_numpy(array.transpose(2, 0, 1).astype(np.float32)), channels)
+        return luminance.round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    return array
 
 
 def _decode(path: Path, size: tuple[int, int], channels: int, fit: Fit, max_pixels: int) -> np.ndarray:
-    """One file as uint8 (channels, H, W); raises DcnnError for a file that cannot be decoded."""
+    """One file as uint8 (H, W, channels); raises DcnnError for a file that cannot be decoded."""
     out_h, out_w = size
     image = open_image(path, max_pixels=max_pixels, draft_size=(_DRAFT_MARGIN * out_w, _DRAFT_MARGIN * out_h))
-    return fit_image(image, size, channels, fit)
+    return _fit_pixels_last(image, size, channels, fit)
 
 
 def decode_image_file(
@@ -421,7 +430,7 @@ def decode_image_file(
     """One image file as uint8 (channels, H, W), as :func:`decode_images` decodes it; a file that
     cannot be decoded raises a DcnnError naming it and the reason."""
     size = _check_options(size, channels, fit, max_pixels)
-    return torch.tensor(_decode(Path(path), size, channels, fit, max_pixels))
+    return torch.tensor(_decode(Path(path), size, channels, fit, max_pixels)).permute(2, 0, 1).contiguous()
 
 
 def _progress_bar(enabled: bool) -> Progress:
@@ -445,13 +454,14 @@ def decode_images(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = False,
 ) -> DecodedImages:
-    """Decode every file into memory: uint8 images (N, channels, H, W) with `size` = (H, W).
+    """Decode every file into memory: uint8 images (N, channels, H, W) with `size` = (H, W), stored
+    channels-last (:func:`dcnn.data.loader.pixels_last`), as Pillow decodes them.
 
     A file that cannot be decoded is left out and listed in ``skipped`` with the reason (the
     DcnnError message naming it); with `strict` the first one raises that DcnnError instead.
     """
     size = _check_options(size, channels, fit, max_pixels)
-    images = np.empty((len(files), channels, *size), dtype=np.uint8)
+    images = np.empty((len(files), *size, channels), dtype=np.uint8)
     kept: list[int] = []
     skipped: list[Skipped] = []
     with _progress_bar(progress) as bar:
@@ -469,7 +479,7 @@ def decode_images(
             if i % 256 == 255:
                 bar.update(task, completed=i + 1)
     return DecodedImages(
-        images=torch.from_numpy(images[: len(kept)]),
+        images=torch.from_numpy(images[: len(kept)]).permute(0, 3, 1, 2),
         labels=torch.tensor([files.labels[i] for i in kept], dtype=torch.int64),
         class_names=list(files.class_names),
         paths=[files.paths[i] for i in kept],
@@ -517,7 +527,7 @@ def _read_cache(npy: Path, meta_path: Path, key: str) -> DecodedImages | None:
         ):
             return None
         return DecodedImages(
-            images=torch.from_numpy(array),
+            images=torch.from_numpy(array).permute(0, 3, 1, 2),
             labels=torch.tensor(meta["labels"], dtype=torch.int64),
             class_names=list(meta["class_names"]),
             paths=[Path(p) for p in meta["paths"]],
@@ -528,7 +538,7 @@ def _read_cache(npy: Path, meta_path: Path, key: str) -> DecodedImages | None:
 
 
 def _write_cache(npy: Path, meta_path: Path, key: str, decoded: DecodedImages) -> None:
-    array = decoded.images.numpy()
+    array = decoded.images.permute(0, 2, 3, 1).contiguous().numpy()  # (N, H, W, C), as stored
     with atomic_output(npy) as handle:
         np.save(handle, array, allow_pickle=False)
     meta = {
@@ -653,15 +663,16 @@ class LazyImageDataset(Dataset):
             array = _decode(path, self.size, self.channels, self.fit, self.max_pixels)
         except DcnnError as err:
             return DecodeFailure(Skipped(path, str(err)), (self.channels, *self.size))
-        return torch.tensor(array), self.labels[index]
+        return torch.tensor(array).permute(2, 0, 1), self.labels[index]
 
 
 def collate_skipping(batch: Sequence[tuple[torch.Tensor, int] | DecodeFailure]) -> ImageBatch:
-    """Collate :class:`LazyImageDataset` items: stack the images that decoded, list the failures."""
+    """Collate :class:`LazyImageDataset` items: stack the images that decoded (channels-last, as
+    decoded), list the failures."""
     good = [item for item in batch if not isinstance(item, DecodeFailure)]
     failed = [item for item in batch if isinstance(item, DecodeFailure)]
     if good:
-        images = torch.stack([image for image, _ in good])
+        images = torch.stack([image.permute(1, 2, 0) for image, _ in good]).permute(0, 3, 1, 2)
     else:
         images = torch.empty((0, *failed[0].shape), dtype=torch.uint8)
     labels = torch.tensor([label for _, label in good], dtype=torch.int64)
