@@ -43,8 +43,8 @@ def reuse_freed_memory() -> bool:
     """Let glibc serve large CPU tensors from its heap and keep up to 1 GiB of freed memory there,
     instead of mapping fresh pages for each and returning them when freed. A training step frees and
     allocates the same large activations every step; by default each comes back as new pages that
-    the kernel faults in and zeroes (on a 2-core Zen 4, 190,000-790,000 page faults and 19-31% of
-    the time in the kernel for an airbench94 step of 1,024-2,000 images; 1.3-1.5x faster without
+    the kernel faults in and zeroes (on a 2-core Zen 4, 190,000-800,000 page faults and 19-36% of
+    the time in the kernel for an airbench94 step of 1,024-2,000 images; 1.2-1.5x faster without
     them: BENCHMARKS.md). Process-wide; False where the C library is not glibc."""
     if not sys.platform.startswith("linux"):
         return False
