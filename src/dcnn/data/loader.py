@@ -1,8 +1,9 @@
 """Loaders: how batches are made, and in which order.
 
-Two paths, one interface (``epoch(e, start_step)`` yields uint8 image batches (N, C, H, W) and int64
-labels on the training device; ``indexed_epoch`` adds each example's position in the split, which
-augmentations that follow an example across epochs use, e.g. alternating flips):
+Two paths, one interface (``epoch(e, start_step)`` yields uint8 image batches (N, C, H, W), stored
+channels-last as Pillow decodes them (:func:`pixels_last`), and int64 labels on the training
+device; ``indexed_epoch`` adds each example's position in the split, which augmentations that
+follow an example across epochs use, e.g. alternating flips):
 
 - :class:`TensorBatches`: a split decoded once into one uint8 tensor (on the device), batched by
   indexing. For MNIST- and CIFAR-sized sets this is the fastest pipeline on a CPU: a batch is one
