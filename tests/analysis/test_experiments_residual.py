@@ -63,16 +63,19 @@ def test_degradation_trains_plain_and_residual_nets_at_two_depths(degradation):
     assert (degradation / "degradation.png").is_file()
 
 
-def test_degradation_full_size_decays_the_lr_at_the_same_fractions_of_any_length():
+def test_degradation_full_size_warms_up_and_decays_the_lr_at_the_same_fractions_of_any_length():
     planned = Settings(size="full").plan(SIZES)
     assert planned.steps == 1580 and planned.train == 10_000 and planned.batch == 128  # 79 steps an epoch
     assert planned.config["epochs"] == 20 and planned.config["milestones"] == [10, 15]
+    assert planned.config["warmup_epochs"] == 2
     shorter = Settings(size="full", steps=395).plan(SIZES)  # a quarter: 5 epochs
     assert shorter.config["epochs"] == 5 and shorter.config["milestones"] == [2.5, 3.75]
+    assert shorter.config["warmup_epochs"] == 0.5
     fewer_images = Settings(size="full", subset=5056).plan(SIZES)  # 40 steps an epoch: 39.5 epochs
     assert fewer_images.config["epochs"] == 40 and fewer_images.config["milestones"] == [19.75, 29.625]
     config = make_config({**fewer_images.config, "model": "resnet20", "dataset": "cifar10"})
     assert config.schedule == "multistep" and config.milestones == [19.75, 29.625]
+    assert config.warmup_epochs == 3.95
 
 
 def test_degradation_reads_a_stratified_subset_of_the_cifar_folder(degradation, tmp_path, monkeypatch):

@@ -102,14 +102,17 @@ class Settings:
 
 
 def _rescaled_schedule(plan: Plan, planned: Plan) -> Plan:
-    """`plan` (`planned` with other --steps or --subset) with its learning-rate decays at the same
-    fractions of training as `planned`'s, and its `epochs` bounding its steps."""
+    """`plan` (`planned` with other --steps or --subset) with its learning-rate decays (and warmup)
+    at the same fractions of training as `planned`'s, and its `epochs` bounding its steps."""
     def epochs(p: Plan) -> float:
         return p.steps / math.ceil(p.train / p.batch)
 
     scale = epochs(plan) / epochs(planned)
-    milestones = [m * scale for m in planned.config["milestones"]]
-    return replace(plan, config={**plan.config, "epochs": math.ceil(epochs(plan)), "milestones": milestones})
+    config = {**plan.config, "epochs": math.ceil(epochs(plan)),
+              "milestones": [m * scale for m in planned.config["milestones"]]}
+    if "warmup_epochs" in planned.config:
+        config["warmup_epochs"] = planned.config["warmup_epochs"] * scale
+    return replace(plan, config=config)
 
 
 @dataclass
