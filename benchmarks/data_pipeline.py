@@ -28,10 +28,12 @@ The paths take turns, epoch by epoch, so that a change of the machine's load fal
 each figure is the best of `--repeats` epochs. Prints a Markdown table (path, threads, image size,
 images/s and images per CPU-second of the process and its workers, what load from other processes
 changes least, each with its ratio to the per-sample baseline with 0 workers), the time of each stage of the batched
-path, the machine's memory bandwidth and the cost of page faults of a new float batch (what bounds
-the 224-pixel path), how fast the models consume images in training, the load average and the
-machine. Set THP_MEM_ALLOC_ENABLE=1 (torch's option: transparent huge pages for tensors of 2 MB
-and more) to see the pipelines without most page faults.
+path, the machine's memory bandwidth and the cost of a new float batch, how fast the models consume
+images in training, the load average and the machine. Every path runs with the allocator setting of
+a dcnn training run (:func:`dcnn.device.reuse_freed_memory`: freed memory is reused, not faulted in
+again); `--allocator default` shows glibc's default, where page faults of each new float batch
+bounded the 224-pixel path (THP_MEM_ALLOC_ENABLE=1, torch's option for transparent huge pages,
+removes most of them too).
 
     DCNN_DATA_DIR=../shared/data python benchmarks/data_pipeline.py [--images 10000] [--batch-size 256]
 """

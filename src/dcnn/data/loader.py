@@ -99,7 +99,7 @@ def pixels_last(images: torch.Tensor) -> torch.Tensor:
     unless they already are): how Pillow decodes them, and the layout in which a crop of an image
     is a run of whole rows, which torch's uint8 resize reads without a transposing copy (a
     random-resized crop of 224-pixel photos twice as fast; BENCHMARKS.md)."""
-    return images.contiguous(memory_format=torch.channels_last) if images.dim() == 4 else images
+    return images.contiguous(memory_format=torch.channels_last)
 
 
 class TensorBatches(_Batches):
@@ -130,8 +130,6 @@ class TensorBatches(_Batches):
 
 
 def _gather(images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    if images.dim() != 4:
-        return images.index_select(0, index)
     return images.permute(0, 2, 3, 1).index_select(0, index).permute(0, 3, 1, 2)
 
 
