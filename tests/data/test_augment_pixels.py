@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from dcnn.data.augment import Flip, RandomCrop, ResizedCrop, build_augment
-from dcnn.data.preprocess import to_float
+from dcnn.data.preprocess import standardize, to_float
 from dcnn.errors import DcnnError
 
 N = 12
@@ -55,6 +55,14 @@ def test_random_resized_crop_of_uint8_is_pillows_resize_of_the_drawn_crop(channe
     for image, result, box in zip(x, out, boxes, strict=True):
         diff = (result.int() - pillow_resized_crop(image, box, size).int()).abs()
         assert diff.max() <= 1  # torch's uint8 antialiased kernel rounds as Pillow's does, within one level
+
+
+def test_random_resized_crops_are_stored_channels_last_as_is_the_float_batch_made_from_them() -> None:
+    # Each resized crop (channels-last, as torch's uint8 kernel makes it) is stored by a plain copy,
+    # not a transposing one, and the float conversion keeps the layout.
+    out = ResizedCrop(32, (0.08, 1.0), (3 / 4, 4 / 3))(pixels(n=4, height=40, width=40))
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    assert to_float(out).is_contiguous(memory_format=torch.channels_last)
 
 
 def test_random_resized_crop_of_floats_is_the_uint8_result_unrounded() -> None:
@@ -177,5 +185,12 @@ def test_to_float_normalizes_exactly_as_the_float_formula(channels_last: bool) -
     unit = x.float() / 255
     expected = (unit - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     assert out.dtype == torch.float32 and torch.equal(out, expected)
-    assert out.is_contiguous()  # whatever the input's layout
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert out.is_contiguous(memory_format=layout) and not (channels_last and out.is_contiguous())
     assert torch.equal(to_float(x), unit)
+    # The float formula itself on either layout: in place and not, the layout kept.
+    for in_place in (False, True):
+        floats = unit.clone(memory_format=layout)
+        result = standardize(floats, mean, std, in_place=in_place)
+        assert torch.equal(result, expected) and result.is_contiguous(memory_format=layout)
+        assert (result.data_ptr() == floats.data_ptr()) == in_place

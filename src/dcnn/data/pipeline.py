@@ -126,8 +126,13 @@ def model_inputs(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], prep: Pre
                  channels_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """uint8 batches → normalized float model input (what evaluation reads)."""
     for images, labels in batches:
-        x = prep.normalize(images)
-        yield (x.contiguous(memory_format=torch.channels_last) if channels_last else x), labels
+        yield in_layout(prep.normalize(images), channels_last), labels
+
+
+def in_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """Batch `x` stored channels-last when asked, else contiguous (NCHW): the layout the model was
+    set up for, whichever the data path produced (a copy only where they differ)."""
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def at_size(prep: Preprocess, size: tuple[int, int]) -> Preprocess:

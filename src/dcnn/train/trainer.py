@@ -44,7 +44,7 @@ from dcnn.data.augment import build_augment
 from dcnn.data.datasets import hold_out, limit, load_dataset
 from dcnn.data.folder import Skipped
 from dcnn.data.loader import Batches, FileBatches
-from dcnn.data.pipeline import make_batches, model_inputs, plan_preprocess, sample_images
+from dcnn.data.pipeline import in_layout, make_batches, model_inputs, plan_preprocess, sample_images
 from dcnn.data.preprocess import Preprocess
 from dcnn.data.whitening import channel_stats, fit_whitening
 from dcnn.device import native_bf16, resolve_device, reuse_freed_memory
@@ -345,8 +345,7 @@ class Trainer:
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 pixels, or augmented floats in [0, 1] → normalized model input (channels_last when asked)."""
-        x = self.data.preprocess.normalize(images)
-        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
+        return in_layout(self.data.preprocess.normalize(images), self.cfg.channels_last)
 
     def train_step(self, images: torch.Tensor, y: torch.Tensor, sizes: list[int] | None = None,
                    index: torch.Tensor | None = None) -> None:
