@@ -9,8 +9,11 @@ For LeNet-5 (``lenet5``, 1x32x32), ResNet-18 (``resnet18``, 3x224x224) and Mobil
   ``dcnn predict`` runs by default;
 - fast+compile: the same with ``torch.compile`` (freezing, C++ wrapper; ``dcnn predict --compile``);
   the compile time of each shape is printed and not counted;
-- fast+bf16 (``--bf16``, only where the CPU computes bf16 natively): the fast path under
-  ``torch.autocast(dtype=bfloat16)``, measured for its speed and its top-1 agreement, not used by dcnn;
+- fast+bf16 and fast+compile+bf16 (``--bf16``, only where the CPU computes bf16 natively): the same
+  two in bf16 (``dcnn predict --precision bf16``: bf16 autocast, close calls computed again in fp32),
+  timed without the fp32 second look (random weights make nearly every image a close call); a
+  second table adds the cost of computing again the share of close calls the agreement check's
+  trained model had;
 - onnxruntime: the model exported by :func:`dcnn.export.export_classifier` (dynamic batch), in an
   onnxruntime CPU session with as many intra-op threads as torch uses.
 
@@ -24,7 +27,8 @@ speed of inference does not depend on them).
 The agreement check runs each path on ``--agreement-images`` CIFAR-10 test images
 ($DCNN_DATA_DIR/cifar10-jpeg, spread over the classes) through a ResNet-20 at 32x32, the model of
 ``--agreement-run`` (a trained run directory or model file) or else random weights with batch-norm
-statistics from 512 training images, and prints the share of images whose top-1 class is eager fp32's.
+statistics from 512 training images, and prints the share of images whose top-1 class is eager
+fp32's (and, for bf16, the share of close calls computed again in fp32).
 
     DCNN_DATA_DIR=../shared/data python benchmarks/inference.py [--threads N] [--no-compile] [--bf16] \
         [--agreement-run RUN]
@@ -53,7 +57,7 @@ from dcnn.data.preprocess import Preprocess
 from dcnn.device import native_bf16
 from dcnn.evaluate.run import model_file_of, preprocess_of
 from dcnn.export import export_classifier
-from dcnn.export.fast import fast_inference, idle_cores
+from dcnn.export.fast import CLOSE_CALL, fast_inference, idle_cores
 from dcnn.export.runtime import OnnxClassifier
 from dcnn.models import create_model, get_model_cfg
 from dcnn.models.modelfile import load_model_file
@@ -76,8 +80,9 @@ def calibrated(name: str, images: torch.Tensor) -> nn.Module:
 
 
 def paths_of(model: nn.Module, preprocess: Preprocess, folder: Path, args: argparse.Namespace,
-             ) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-    """The inference paths of `model`, each a batch → logits function."""
+             second_look: bool = True) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """The inference paths of `model`, each a batch → logits function; the bf16 paths without their
+    fp32 second look at close calls unless `second_look`."""
 
     def eager(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -88,12 +93,10 @@ def paths_of(model: nn.Module, preprocess: Preprocess, folder: Path, args: argpa
     if args.compile:
         paths["fast+compile"] = fast_inference(model, compile=True)
     if args.bf16:
-
-        def fast_bf16(x: torch.Tensor) -> torch.Tensor:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                return fast(x).float()
-
-        paths["fast+bf16"] = fast_bf16
+        close_call = CLOSE_CALL if second_look else None
+        paths["fast+bf16"] = fast_inference(model, precision="bf16", close_call=close_call)
+        if args.compile:
+            paths["fast+compile+bf16"] = fast_inference(model, compile=True, precision="bf16", close_call=close_call)
     onnx_path = export_classifier(model, preprocess, [str(i) for i in range(10)], folder / "model.onnx",
                                   dynamic_batch=True)
     paths["onnxruntime"] = OnnxClassifier(onnx_path, threads=args.threads)
@@ -120,38 +123,62 @@ def load() -> str:
     return " ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
-def speed_table(args: argparse.Namespace, folder: Path) -> list[str]:
+Rates = dict[tuple[str, int], dict[str, float]]
+
+
+def speed_table(args: argparse.Namespace, folder: Path) -> tuple[list[str], Rates]:
+    """The table's rows, and the rate of each path by (model, batch). The bf16 paths are timed without
+    their second look: on random weights nearly every image is a close call, which says nothing of a
+    trained model (see :func:`with_second_look`)."""
     unit = "images/CPU s" if args.threads == 1 else "images/s"
     rows = [f"| model | batch | path | {unit} | wall images/s | vs eager | vs onnxruntime |",
             "|---|---:|---|---:|---:|---:|---:|"]
+    table: Rates = {}
     for name in args.models:
         cfg = get_model_cfg(name)
         prep = Preprocess.for_model(name)
         model = calibrated(name, torch.randn(64, *cfg.input_size, generator=torch.Generator().manual_seed(0)))
-        paths = paths_of(model, prep, folder, args)
+        paths = paths_of(model, prep, folder, args, second_look=False)
         for batch in BATCHES:
             x = torch.randn(batch, *cfg.input_size, generator=torch.Generator().manual_seed(batch))
             for label, run in paths.items():  # warm-up; the compiled path compiles for this shape here
                 start = time.perf_counter()
                 run(x)
-                if label == "fast+compile":
-                    print(f"{name} batch {batch}: torch.compile took {time.perf_counter() - start:.0f} s", flush=True)
+                if "compile" in label:
+                    seconds = time.perf_counter() - start
+                    print(f"{name} batch {batch}: {label}: torch.compile took {seconds:.0f} s", flush=True)
             rates = throughput(paths, x, args.rounds, args.seconds)
             pick = 0 if args.threads == 1 else 1
             eager, onnx = rates["eager"][pick], rates["onnxruntime"][pick]
+            table[name, batch] = {label: rate[pick] for label, rate in rates.items()}
             for label, rate in rates.items():
                 rows.append(f"| {name} | {batch} | {label} | {rate[pick]:,.1f} | {rate[1]:,.1f} | "
                             f"{rate[pick] / eager:.2f} | {rate[pick] / onnx:.2f} |")
             print("\n".join(rows[-len(rates):]) + f"\n(load average {load()})", flush=True)
+    return rows, table
+
+
+def with_second_look(table: Rates, shares: dict[str, float]) -> list[str]:
+    """The bf16 paths' rates with the trained model's share of close calls computed again in fp32 (by
+    the uncompiled fast path, one image at a time: its batch-1 rate), against onnxruntime."""
+    rows = ["| model | batch | path | bf16 alone | computed again in fp32 | with the second look | vs onnxruntime |",
+            "|---|---:|---|---:|---:|---:|---:|"]
+    for (name, batch), rates in table.items():
+        fp32_one = table[name, 1]["fast"]
+        for label, share in shares.items():
+            rate = 1 / (1 / rates[label] + share / fp32_one)
+            rows.append(f"| {name} | {batch} | {label} | {rates[label]:,.1f} | {share:.2%} | {rate:,.1f} | "
+                        f"{rate / rates['onnxruntime']:.2f} |")
     return rows
 
 
-def agreement(args: argparse.Namespace, folder: Path) -> list[str]:
+def agreement(args: argparse.Namespace, folder: Path) -> tuple[list[str], dict[str, float]]:
     """Top-1 agreement of each path with eager fp32 on CIFAR-10 test images, through a trained model
-    (``--agreement-run``) or a ResNet-20 with random weights."""
+    (``--agreement-run``) or a ResNet-20 with random weights; and the share of images each bf16 path
+    computed again in fp32."""
     root = Path(os.environ.get("DCNN_DATA_DIR", "../shared/data")) / "cifar10-jpeg"
     if not (root / "test").is_dir():
-        return [f"(agreement not measured: {root}/test not found)"]
+        return [f"(agreement not measured: {root}/test not found)"], {}
     trained = load_model_file(model_file_of(args.agreement_run), "cpu") if args.agreement_run else None
     prep = preprocess_of(trained[1]) if trained else Preprocess.for_model("resnet20")
 
@@ -168,9 +195,11 @@ def agreement(args: argparse.Namespace, folder: Path) -> list[str]:
     top1 = {name: torch.cat([run(chunk).argmax(1) for chunk in images.split(100)]) for name, run in paths.items()}
     which = f"the model of {args.agreement_run}" if trained else "ResNet-20 with random weights"
     lines = [f"top-1 agreement with eager fp32, {which}, on {len(images)} CIFAR-10 test images:"]
+    shares = {name: paths[name].recomputed / len(images) for name in paths if "bf16" in name}
     for name in [n for n in paths if n != "eager"]:
-        lines.append(f"  {name}: {(top1[name] == top1['eager']).float().mean().item():.2%}")
-    return lines
+        lines.append(f"  {name}: {(top1[name] == top1['eager']).float().mean().item():.2%}"
+                     + (f" ({shares[name]:.2%} computed again in fp32)" if name in shares else ""))
+    return lines, shares
 
 
 def main() -> None:
@@ -195,9 +224,12 @@ def main() -> None:
           f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {native}), {args.threads} threads, "
           f"torch {torch.__version__}, onnxruntime {ort.__version__}, load average {load()}\n", flush=True)
     with tempfile.TemporaryDirectory() as folder:
-        rows = speed_table(args, Path(folder))
-        lines = agreement(args, Path(folder))
+        rows, table = speed_table(args, Path(folder))
+        lines, shares = agreement(args, Path(folder))
     print("\n" + "\n".join(rows) + "\n\n" + "\n".join(lines))
+    if shares:
+        print("\nbf16 with the agreement model's share of close calls computed again in fp32:\n"
+              + "\n".join(with_second_look(table, shares)))
     print(f"load average at the end: {load()}")
 
 

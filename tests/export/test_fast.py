@@ -9,10 +9,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import dcnn.export.fast as fast_module
+from dcnn.device import native_bf16
 from dcnn.export.fast import (
+    CLOSE_CALL,
     SMALL_CONV_MACS,
     GemmConv2d,
     chunk_size,
+    close_calls,
     fast_inference,
     last_level_cache_bytes,
     peak_layer_bytes,
@@ -86,6 +89,10 @@ def test_batches_run_in_chunks_that_fit_half_the_cache(monkeypatch, tmp_path):
     fast.model.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
     assert_same_function(fast, model, x)
     assert fast.chunks == {(1, 8, 8): 3} and seen == [1, 3, 3, 2]  # one image measured, then the chunks
+    if native_bf16(torch.device("cpu")):  # bf16 maps take half the bytes: chunks of twice as many images
+        bf16 = fast_inference(model, precision="bf16", close_call=None)
+        bf16(x)
+        assert bf16.chunks == {(1, 8, 8): 6}
 
 
 def test_last_level_cache_size_from_sysfs(tmp_path):
@@ -122,3 +129,61 @@ def test_compiled_fast_inference_freezes_weights_in_a_cpp_wrapper_and_computes_t
     assert_same_function(fast, model, x[:1])  # one image: the convolution by im2col + GEMM
     assert counters["stats"]["unique_graphs"] == graphs + 1  # compiled, not run uncompiled past the limit
     assert fast.shapes_compiled == {((40, 1, 16, 16), torch.float32), ((1, 1, 16, 16), torch.float32)}
+
+
+# ----------------------------------------------------------------------------------------------
+# bf16, with close calls computed again in fp32.
+
+needs_bf16 = pytest.mark.skipif(not native_bf16(torch.device("cpu")), reason="a CPU without native bf16")
+
+
+def test_close_calls_are_top_two_logits_nearer_than_a_share_of_the_largest():
+    logits = torch.tensor([[10.0, 9.6, 0.0], [10.0, 9.4, 0.0], [-20.0, 0.5, 0.0], [0.0, 0.0, 0.0]])
+    # margins 0.4, 0.6, 0.5 and 0 against 5% of 10, 10, 20 and 0
+    assert close_calls(logits).tolist() == [True, False, True, False]
+    assert close_calls(logits, margin=0.01).tolist() == [False, False, False, False]
+    assert CLOSE_CALL == 0.05
+
+
+@needs_bf16
+def test_bf16_keeps_clear_answers_and_computes_close_calls_again_in_fp32():
+    # Logits (mean of channel 0, (1 + 2^-12) × mean of channel 1): bf16 rounds the second weight to 1.
+    conv = nn.Conv2d(2, 2, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([1.0, 0.0, 0.0, 1.0 + 2**-12]).view(2, 2, 1, 1))
+    model = nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    x = torch.ones(2, 2, 4, 4)
+    x[1, 1] = 3.0  # image 1: a clear call, 1 against 3
+    with torch.no_grad():
+        fp32 = model(x)
+    fast = fast_inference(model, precision="bf16")
+    out = fast(x)
+    assert out.dtype == torch.float32 and fast.recomputed == 1
+    # Image 0 ties in bf16 (class 0 by argmax, class 1 in fp32): a close call, its fp32 logits.
+    assert torch.equal(out[0], fp32[0]) and out[0].argmax() == 1
+    # Image 1: bf16's answer, the weight rounded to 1.
+    assert out[1].tolist() == [1.0, 3.0] and not torch.equal(out[1], fp32[1])
+    assert torch.equal(fast_inference(model)(x), fp32)  # fp32 by default
+    alone = fast_inference(model, precision="bf16", close_call=None)  # no second look: bf16's tie
+    assert alone(x)[0].tolist() == [1.0, 1.0] and alone.recomputed == 0
+
+
+@needs_bf16
+@pytest.mark.parametrize("name", ["lenet5_modern", "resnet20"])
+def test_bf16_predicts_the_fp32_classes_within_bf16_rounding(name):
+    torch.manual_seed(0)
+    size = (1, 28, 28) if name == "lenet5_modern" else (3, 32, 32)
+    x = torch.randn(48, *size)
+    model = calibrate(create_model(name, num_classes=10), x)
+    with torch.no_grad():
+        expected = model(x)
+    out = fast_inference(model, precision="bf16")(x)
+    assert torch.equal(out.argmax(1), expected.argmax(1))
+    scale = expected.abs().amax(1, keepdim=True)
+    assert ((out - expected).abs() <= 0.05 * scale).all()
+    assert not torch.equal(out, expected)  # bf16 did compute
+
+
+def test_an_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="precision 'fp16'"):
+        fast_inference(nn.Linear(2, 2), precision="fp16")

@@ -1,15 +1,18 @@
 """`dcnn predict` on many images: the exported graph in onnxruntime predicts what the model does, and
-the fast torch path what the plain model does; progress bars only on a terminal."""
+the fast torch path what the plain model does, in bf16 too; progress bars only on a terminal."""
 
 from __future__ import annotations
 
 import os
 import shutil
 
+import pytest
 import torch
 
+from dcnn.device import native_bf16
+from dcnn.errors import DcnnError
 from dcnn.evaluate.run import image_paths, predict_images
-from dcnn.export.fast import idle_cores
+from dcnn.export.fast import PRECISIONS, idle_cores
 from dcnn.export.predict import load_predictor
 from tests.test_cli import assert_user_error, dcnn_in_process
 
@@ -74,3 +77,26 @@ def test_threads_are_the_idle_cores_unless_given(run_dir, image_folder, monkeypa
     finally:
         torch.set_num_threads(before)
     assert_user_error(dcnn_in_process("predict", str(run_dir), "a.png", "--threads", "0"), "--threads 0")
+
+
+def test_bf16_precision_predicts_the_fp32_classes_and_is_refused_where_it_does_not_apply(
+        run_dir, image_folder, monkeypatch):
+    images = image_paths([image_folder])
+    if native_bf16(torch.device("cpu")):
+        top1 = {}
+        for precision in PRECISIONS:
+            predictor = load_predictor(run_dir, device="cpu", precision=precision)
+            assert predictor.classify.precision == precision
+            predictions, _ = predict_images(predictor.classify, predictor.preprocess, predictor.class_names,
+                                            images, top=1, batch_size=4)
+            top1[precision] = [top[0][0] for _, top in predictions]
+        assert top1["bf16"] == top1["fp32"]
+        done = dcnn_in_process("predict", str(run_dir), str(image_folder), "--precision", "bf16", "--top", "1")
+        assert done.returncode == 0 and len(done.stdout.splitlines()) == len(images), done.stderr
+    for options, message in ((("--precision", "fp16"), "--precision 'fp16': choose fp32 or bf16"),
+                             (("--precision", "bf16", "--runtime", "onnx"), "leave out --runtime onnx"),
+                             (("--precision", "bf16", "--no-fast"), "leave out --no-fast")):
+        assert_user_error(dcnn_in_process("predict", str(run_dir), str(image_folder), *options), message)
+    monkeypatch.setattr("dcnn.export.predict.native_bf16", lambda device: False)
+    with pytest.raises(DcnnError, match="does not compute bf16 natively"):
+        load_predictor(run_dir, device="cpu", precision="bf16")

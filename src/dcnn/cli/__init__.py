@@ -292,6 +292,8 @@ def predict_command(
                     ] = True,
     compile_: Annotated[bool, typer.Option("--compile", help="torch: also torch.compile the model (the first "
                                                              "batch compiles for tens of seconds)")] = False,
+    precision: Annotated[str, typer.Option(help="fast torch path: fp32, or bf16 where the device computes it "
+                                                "natively (close calls are computed again in fp32)")] = "fp32",
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: the cores other work leaves idle)")
                        ] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar (only on a terminal)")] = True,
@@ -303,7 +305,7 @@ def predict_command(
     from dcnn.export.predict import load_predictor
 
     paths = image_paths(images)
-    predictor = load_predictor(checkpoint, runtime, device, invert, fast, compile_, threads)
+    predictor = load_predictor(checkpoint, runtime, device, invert, fast, compile_, threads, precision)
     predictions, failures = predict_images(predictor.classify, predictor.preprocess, predictor.class_names, paths,
                                            top, batch_size, predictor.device, None if progress else False)
     for path, ranked in predictions:

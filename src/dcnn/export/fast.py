@@ -30,9 +30,13 @@ machine busy with other work, OpenMP threads wait for each other at every layer 
 descheduled: LeNet-5 at batch 1 ran at 10 images/s on 2 threads with the other core busy, and at
 1,400 on one thread (BENCHMARKS.md).
 
-Everything stays fp32, so predictions are the model's. bf16, native on CPUs with AVX-512 BF16
-(:func:`dcnn.device.native_bf16`), was faster but changed the top-1 class of 0.21% of
-CIFAR-10's test images with a trained ResNet-20 (BENCHMARKS.md).
+Precision: fp32 by default, so predictions are the model's. ``precision="bf16"`` runs the model
+under bf16 autocast (native on CPUs with AVX-512 BF16 or AMX, :func:`dcnn.device.native_bf16`; with
+``compile``, on one thread 1.6-1.8x onnxruntime's speed on ResNet-18 and 1.35x on MobileNet v2 at
+batch 32, BENCHMARKS.md) and keeps its answer only where it is not a close call: where the top two
+logits differ by less than :data:`CLOSE_CALL` times the largest |logit|, the image is computed again
+in fp32. bf16 alone changed the top-1 class of 0.28% of CIFAR-10's test images with a trained
+ResNet-20, every one of them such a close call; with the fp32 second look none changes.
 """
 
 from __future__ import annotations
@@ -57,6 +61,11 @@ from dcnn.models.lenet import PartiallyConnectedConv
 # multiply-adds at 16-64 channels: even or worse). BENCHMARKS.md, "CPU inference".
 SMALL_CONV_MACS = 500_000
 CHANNELS_LAST_MIN = 16  # floats in a 512-bit vector register
+PRECISIONS = ("fp32", "bf16")
+# bf16 moved the logits of a trained ResNet-20 by up to 2.6% of the largest |logit| (its 8-bit
+# mantissa, over 20 layers); the images whose top-1 class changed had top-two margins of at most 1.7%
+# of it. 5% leaves a factor of 3, and sent 3.1% of CIFAR-10's test images to fp32 (BENCHMARKS.md).
+CLOSE_CALL = 0.05
 
 
 def fold_batch_norm(model: nn.Module) -> nn.Module:
@@ -89,7 +98,8 @@ class GemmConv2d(nn.Conv2d):
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         out_h, out_w = (x.shape[-2] + 2 * ph - kh) // sh + 1, (x.shape[-1] + 2 * pw - kw) // sw + 1
         macs = x.shape[0] * self.out_channels * self.in_channels * kh * kw * out_h * out_w
-        if x.device.type == "cpu" and x.dim() == 4 and macs < SMALL_CONV_MACS:
+        if (x.device.type == "cpu" and x.dim() == 4 and macs < SMALL_CONV_MACS
+                and not torch.is_autocast_enabled("cpu")):  # autocast casts for the usual kernel only
             return torch._C._nn.thnn_conv2d(x, self.weight, self.kernel_size, self.bias, self.stride, self.padding)
         return super().forward(x)
 
@@ -169,11 +179,21 @@ def _compiling() -> Iterator[None]:
         ir_log.setLevel(level)
 
 
+def close_calls(logits: torch.Tensor, margin: float = CLOSE_CALL) -> torch.Tensor:
+    """Which rows of `logits` (N, classes) are close calls: top two logits less than `margin` times
+    the row's largest |logit| apart."""
+    top = logits.topk(2, dim=1).values
+    return top[:, 0] - top[:, 1] < margin * logits.abs().amax(dim=1)
+
+
 class FastInference(nn.Module):
     """A model prepared by :func:`fast_inference`; call it on a batch (N, C, H, W) like the model."""
 
-    def __init__(self, model: nn.Module, compile: bool = False) -> None:
+    def __init__(self, model: nn.Module, compile: bool = False, precision: str = "fp32",
+                 close_call: float | None = CLOSE_CALL) -> None:
         super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}: choose one of {PRECISIONS}")
         model = fold_batch_norm(copy.deepcopy(model))
         _replace_modules(model, {PartiallyConnectedConv: lambda c3: _gemm_conv(c3.to_conv2d()), nn.Conv2d: _gemm_conv})
         widths = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -181,41 +201,61 @@ class FastInference(nn.Module):
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self.compiled = compile
+        self.compiled, self.precision, self.close_call = compile, precision, close_call
         self.run: nn.Module = torch.compile(model, dynamic=False, options={"cpp_wrapper": True}) if compile else model
         self.chunks: dict[tuple[int, ...], int | None] = {}  # images per chunk, by image shape
         self.shapes_compiled: set[tuple[tuple[int, ...], torch.dtype]] = set()
+        self.recomputed = 0  # bf16: images computed again in fp32 (close calls), so far
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            out = self._in_chunks(x, self._run)
+            if self.precision == "bf16" and self.close_call is not None and out.dim() == 2 and out.shape[1] > 1:
+                close = close_calls(out, self.close_call)
+                if close.any():  # the uncompiled fp32 model: no compiling for each number of close calls
+                    out[close] = self._in_chunks(x[close], lambda part: self.model(self._layout(part)))
+                    self.recomputed += int(close.sum())
+            return out
+
+    def _in_chunks(self, x: torch.Tensor, run: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         if x.device.type == "cpu" and x.dim() == 4:
             image = tuple(x.shape[1:])
-            if image not in self.chunks:
-                self.chunks[image] = chunk_size(peak_layer_bytes(self.model, self._layout(x[:1])),
-                                                last_level_cache_bytes())
+            if image not in self.chunks:  # measured in the precision it runs in: bf16 maps are half the size
+                with self._precision(x.device):
+                    peak = peak_layer_bytes(self.model, self._layout(x[:1]))
+                self.chunks[image] = chunk_size(peak, last_level_cache_bytes())
             chunk = self.chunks[image]
             if chunk is not None and len(x) > chunk:
-                return torch.cat([self._run(part) for part in x.split(chunk)])
-        return self._run(x)
+                return torch.cat([run(part) for part in x.split(chunk)])
+        return run(x)
+
+    def _precision(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """bf16 autocast for precision bf16, else nothing."""
+        if self.precision == "bf16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         x = self._layout(x)
-        with torch.inference_mode():
-            key = (tuple(x.shape), x.dtype)
-            if not self.compiled or key in self.shapes_compiled:
-                return self.run(x)
-            with _compiling():
-                out = self.run(x)
-            self.shapes_compiled.add(key)
-            return out
+        key = (tuple(x.shape), x.dtype)
+        with contextlib.ExitStack() as context:
+            context.enter_context(self._precision(x.device))
+            if self.compiled and key not in self.shapes_compiled:
+                context.enter_context(_compiling())
+                self.shapes_compiled.add(key)
+            return self.run(x).float()
 
 
-def fast_inference(model: nn.Module, compile: bool = False) -> FastInference:
-    """A copy of `model` prepared for fast inference (see the module docstring); the model itself is
-    left as it is."""
-    return FastInference(model, compile)
+def fast_inference(model: nn.Module, compile: bool = False, precision: str = "fp32",
+                   close_call: float | None = CLOSE_CALL) -> FastInference:
+    """A copy of `model` prepared for fast inference in `precision` ("fp32" or "bf16"; see the module
+    docstring); the model itself is left as it is. bf16 answers whose top two logits are nearer than
+    `close_call` times the largest |logit| are computed again in fp32 (None: none are; what bf16
+    alone costs)."""
+    return FastInference(model, compile, precision, close_call)
 
 
 def idle_cores() -> int:
