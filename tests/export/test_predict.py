@@ -93,6 +93,8 @@ def test_bf16_precision_predicts_the_fp32_classes_and_is_refused_where_it_does_n
         assert top1["bf16"] == top1["fp32"]
         done = dcnn_in_process("predict", str(run_dir), str(image_folder), "--precision", "bf16", "--top", "1")
         assert done.returncode == 0 and len(done.stdout.splitlines()) == len(images), done.stderr
+        recomputed = predictor.classify.recomputed  # the bf16 predictor above, on the same images
+        assert f"bf16: {recomputed} of {len(images)} images were close calls, computed again in fp32" in done.stderr
     for options, message in ((("--precision", "fp16"), "--precision 'fp16': choose fp32 or bf16"),
                              (("--precision", "bf16", "--runtime", "onnx"), "leave out --runtime onnx"),
                              (("--precision", "bf16", "--no-fast"), "leave out --no-fast")):

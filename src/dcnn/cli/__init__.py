@@ -310,6 +310,9 @@ def predict_command(
                                            top, batch_size, predictor.device, None if progress else False)
     for path, ranked in predictions:
         out.print(f"{path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in ranked), highlight=False)
+    if precision == "bf16":
+        err.print(f"bf16: {predictor.classify.recomputed} of {len(predictions)} images were close calls, "
+                  "computed again in fp32", highlight=False)
     for path, message in failures:
         err.print(f"error: {path}: {message}", highlight=False)
     if failures:
