@@ -88,11 +88,11 @@ def test_batches_run_in_chunks_that_fit_half_the_cache(monkeypatch, tmp_path):
     seen = []
     fast.model.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
     assert_same_function(fast, model, x)
-    assert fast.chunks == {(1, 8, 8): 3} and seen == [1, 3, 3, 2]  # one image measured, then the chunks
+    assert fast.chunks == {((1, 8, 8), "fp32"): 3} and seen == [1, 3, 3, 2]  # one image measured, then the chunks
     if native_bf16(torch.device("cpu")):  # bf16 maps take half the bytes: chunks of twice as many images
         bf16 = fast_inference(model, precision="bf16", close_call=None)
         bf16(x)
-        assert bf16.chunks == {(1, 8, 8): 6}
+        assert bf16.chunks == {((1, 8, 8), "bf16"): 6}
 
 
 def test_last_level_cache_size_from_sysfs(tmp_path):
@@ -159,6 +159,7 @@ def test_bf16_keeps_clear_answers_and_computes_close_calls_again_in_fp32():
     fast = fast_inference(model, precision="bf16")
     out = fast(x)
     assert out.dtype == torch.float32 and fast.recomputed == 1
+    assert set(fast.chunks) == {((2, 4, 4), "bf16"), ((2, 4, 4), "fp32")}  # the second look sized for fp32
     # Image 0 ties in bf16 (class 0 by argmax, class 1 in fp32): a close call, its fp32 logits.
     assert torch.equal(out[0], fp32[0]) and out[0].argmax() == 1
     # Image 1: bf16's answer, the weight rounded to 1.

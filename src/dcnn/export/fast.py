@@ -186,6 +186,13 @@ def close_calls(logits: torch.Tensor, margin: float = CLOSE_CALL) -> torch.Tenso
     return top[:, 0] - top[:, 1] < margin * logits.abs().amax(dim=1)
 
 
+def _in_precision(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on `device` for precision "bf16", else nothing."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 class FastInference(nn.Module):
     """A model prepared by :func:`fast_inference`; call it on a batch (N, C, H, W) like the model."""
 
@@ -203,37 +210,32 @@ class FastInference(nn.Module):
         self.model = model
         self.compiled, self.precision, self.close_call = compile, precision, close_call
         self.run: nn.Module = torch.compile(model, dynamic=False, options={"cpp_wrapper": True}) if compile else model
-        self.chunks: dict[tuple[int, ...], int | None] = {}  # images per chunk, by image shape
+        self.chunks: dict[tuple[tuple[int, ...], str], int | None] = {}  # images per chunk, by image shape, precision
         self.shapes_compiled: set[tuple[tuple[int, ...], torch.dtype]] = set()
         self.recomputed = 0  # bf16: images computed again in fp32 (close calls), so far
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            out = self._in_chunks(x, self._run)
+            out = self._in_chunks(x, self.precision, self._run)
             if self.precision == "bf16" and self.close_call is not None and out.dim() == 2 and out.shape[1] > 1:
                 close = close_calls(out, self.close_call)
                 if close.any():  # the uncompiled fp32 model: no compiling for each number of close calls
-                    out[close] = self._in_chunks(x[close], lambda part: self.model(self._layout(part)))
+                    out[close] = self._in_chunks(x[close], "fp32", lambda part: self.model(self._layout(part)))
                     self.recomputed += int(close.sum())
             return out
 
-    def _in_chunks(self, x: torch.Tensor, run: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def _in_chunks(self, x: torch.Tensor, precision: str, run: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """`run` over `x` in chunks sized for the layers' maps in `precision` (bf16's are half the size)."""
         if x.device.type == "cpu" and x.dim() == 4:
-            image = tuple(x.shape[1:])
-            if image not in self.chunks:  # measured in the precision it runs in: bf16 maps are half the size
-                with self._precision(x.device):
+            key = (tuple(x.shape[1:]), precision)
+            if key not in self.chunks:
+                with _in_precision(precision, x.device):
                     peak = peak_layer_bytes(self.model, self._layout(x[:1]))
-                self.chunks[image] = chunk_size(peak, last_level_cache_bytes())
-            chunk = self.chunks[image]
+                self.chunks[key] = chunk_size(peak, last_level_cache_bytes())
+            chunk = self.chunks[key]
             if chunk is not None and len(x) > chunk:
                 return torch.cat([run(part) for part in x.split(chunk)])
         return run(x)
-
-    def _precision(self, device: torch.device) -> contextlib.AbstractContextManager:
-        """bf16 autocast for precision bf16, else nothing."""
-        if self.precision == "bf16":
-            return torch.autocast(device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
@@ -242,7 +244,7 @@ class FastInference(nn.Module):
         x = self._layout(x)
         key = (tuple(x.shape), x.dtype)
         with contextlib.ExitStack() as context:
-            context.enter_context(self._precision(x.device))
+            context.enter_context(_in_precision(self.precision, x.device))
             if self.compiled and key not in self.shapes_compiled:
                 context.enter_context(_compiling())
                 self.shapes_compiled.add(key)
