@@ -156,6 +156,9 @@ def test_model_inputs_normalizes_uint8_batches() -> None:
     assert torch.equal(out_labels, labels)
     (last, _), = list(model_inputs([(x, labels)], prep, channels_last=True))
     assert last.is_contiguous(memory_format=torch.channels_last) and torch.equal(last, out)
+    # Loaders hand out channels-last batches; a model not set up for channels_last still gets NCHW.
+    (plain, _), = list(model_inputs([(x.contiguous(memory_format=torch.channels_last), labels)], prep))
+    assert plain.is_contiguous() and torch.equal(plain, out)
 
 
 # --- sampling -----------------------------------------------------------------------------------
