@@ -525,9 +525,12 @@ class RandomCrop(Crop):
 
     def __call__(self, images: Tensor, then_flip: Flip | None = None, index: Tensor | None = None,
                  epoch: int = 0) -> Tensor:
-        # One gather per batch: every output pixel's source pixel (in the padded image, mirrored
-        # for a flip) is computed, then read out of the batch by one index_select, no per-image
-        # loop and no padded copy of the batch.
+        # Every output row is a run of out_w pixels of one row of the batch padded left and right, so
+        # the crop is one gather of whole runs (an index_select over a view of the padded batch with
+        # one run starting at every pixel), not of single pixels: the padded batch is made first,
+        # as pixel rows (N, H, W + 2p, C), with the images mirrored left-right after it, so a
+        # left-right mirrored window is a forward run too; rows (padding, vertical mirroring) are
+        # chosen by the run's index. A pixel gather moved 3 bytes at a time, 4x slower at 224×224.
         n, channels, height, width = images.shape
         size, padding = self.size, self.padding
         out_h, out_w = (size, size) if size is not None else (height, width)
@@ -539,22 +542,35 @@ class RandomCrop(Crop):
         if self.padding_mode == "reflect" and padding >= min(height, width):
             raise DcnnError(f"random_crop reflect padding {padding} must be smaller than the image ({height}×{width}).")
         dy = torch.randint(0, height + 2 * padding - out_h + 1, (n, 1))
-        dx = torch.randint(0, width + 2 * padding - out_w + 1, (n, 1))
-        rows, cols = dy - padding + torch.arange(out_h), dx - padding + torch.arange(out_w)
+        dx = torch.randint(0, width + 2 * padding - out_w + 1, (n,))
+        rows = dy - padding + torch.arange(out_h)
+        mirrored = torch.zeros(n, dtype=torch.bool)  # left-right
         if then_flip is not None:
-            mirror = then_flip.draw(n, index, epoch).view(n, 1)
+            mirror = then_flip.draw(n, index, epoch)
             if then_flip.dim == -1:
-                cols = torch.where(mirror, cols.flip(1), cols)
+                mirrored = mirror
             else:
-                rows = torch.where(mirror, rows.flip(1), rows)
+                rows = torch.where(mirror.view(n, 1), rows.flip(1), rows)
         rows, rows_in = _source_index(rows, height, self.padding_mode)
-        cols, cols_in = _source_index(cols, width, self.padding_mode)
-        pixel = (torch.arange(n).view(n, 1, 1) * height + rows.view(n, out_h, 1)) * width + cols.view(n, 1, out_w)
-        pixels = images.permute(0, 2, 3, 1).reshape(-1, channels)  # (N·H·W, C): one row per pixel
-        out = pixels.index_select(0, pixel.view(-1).to(images.device)).view(n, out_h, out_w, channels)
-        if rows_in is not None and cols_in is not None and padding:
-            outside = ~(rows_in.view(n, out_h, 1, 1) & cols_in.view(n, 1, out_w, 1))
-            out.masked_fill_(outside.to(images.device), 0)
+        padded_w, device = width + 2 * padding, images.device
+        pixels = images.permute(0, 2, 3, 1)
+        flipped = mirrored.nonzero().view(-1)
+        padded = torch.empty((n + len(flipped), height, padded_w, channels), dtype=images.dtype, device=device)
+        padded[:n, :, padding : padding + width] = pixels
+        if len(flipped):
+            padded[n:, :, padding : padding + width] = pixels.index_select(0, flipped.to(device)).flip(2)
+        border = torch.cat([torch.arange(-padding, 0), torch.arange(width, width + padding)])
+        source, inside = _source_index(border, width, self.padding_mode)
+        for column, read in zip((border + padding).tolist(), (source + padding).tolist(), strict=True):
+            padded[:, :, column] = 0 if inside is not None else padded[:, :, read]  # faster than a gather
+        image = torch.arange(n)
+        image[flipped] = n + torch.arange(len(flipped))
+        start = torch.where(mirrored, padded_w - out_w - dx, dx)  # the window in the mirrored row
+        run = (image.view(n, 1) * height + rows) * padded_w + start.view(n, 1)
+        runs = padded.view(-1).unfold(0, out_w * channels, channels)  # (pixels, a run from each)
+        out = runs.index_select(0, run.view(-1).to(device)).view(n, out_h, out_w, channels)
+        if rows_in is not None and padding:
+            out.masked_fill_(~rows_in.view(n, out_h, 1, 1).to(device), 0)
         return out.permute(0, 3, 1, 2)
 
 
@@ -651,18 +667,21 @@ class Cutout(PixelOp):
         self.size, self.p = size, p
 
     def __call__(self, images: Tensor) -> Tensor:
+        # A copy of the batch with the holes' pixels zeroed by one indexed write (N·size² pixels at
+        # most), not a mask of the whole batch: at 224×224 a masked copy took 29 ms for 64 images.
         n, _, height, width = images.shape
         size = self.size
         cy = torch.randint(0, height, (n,))
         cx = torch.randint(0, width, (n,))
-        chosen = _bernoulli(n, self.p, images.device)
-        top, left = (cy - size // 2).to(images.device), (cx - size // 2).to(images.device)
-        rows = torch.arange(height, device=images.device)
-        cols = torch.arange(width, device=images.device)
-        in_rows = (rows >= top[:, None]) & (rows < top[:, None] + size)
-        in_cols = (cols >= left[:, None]) & (cols < left[:, None] + size)
-        hole = (in_rows[:, :, None] & in_cols[:, None, :] & chosen[:, None, None]).unsqueeze(1)
-        return torch.where(hole, 0, images)  # (faster than masked_fill with a broadcast mask)
+        chosen = _bernoulli(n, self.p, torch.device("cpu"))
+        shape = (n, size, size)  # every pixel of each square, clipped at the borders below
+        rows = ((cy - size // 2).view(n, 1) + torch.arange(size)).view(n, size, 1).expand(shape)
+        cols = ((cx - size // 2).view(n, 1) + torch.arange(size)).view(n, 1, size).expand(shape)
+        hole = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width) & chosen.view(n, 1, 1)
+        where = [i[hole].to(images.device) for i in (torch.arange(n).view(n, 1, 1).expand(shape), rows, cols)]
+        out = images.clone()
+        out.permute(0, 2, 3, 1)[tuple(where)] = 0  # (N, H, W, C): each index picks a pixel's C values
+        return out
 
 
 @register_augmentation("cutout")
