@@ -16,13 +16,15 @@ float batch the model reads:
   batched by ``torch.utils.data.DataLoader`` with ``num_workers`` 0 (1 torch thread, in the main
   process) and 2 (one thread each; worker start-up counts, as in every epoch of a default DataLoader).
 
-Two workloads:
+Three workloads:
 
 - CIFAR-10 (32×32 JPEGs of cifar10-jpeg/train): the CIFAR recipe's augmentation, pad 4 (reflect),
-  random 32×32 crop, horizontal flip, cutout 8×8;
-- photos (cats-vs-dogs JPEGs, resized to 256 on the shorter side and centre-cropped to 256×256):
-  random-resized crop to 224 (scale 0.08-1, ratio 3/4-4/3; Pillow's or torch's antialiased
-  bilinear resize of the crop, as torchvision's RandomResizedCrop), horizontal flip.
+  random crop of the image's size, horizontal flip, cutout 8×8;
+- photos at 224 (cats-vs-dogs JPEGs, resized to 224 on the shorter side and centre-cropped to
+  224×224): the same CIFAR recipe's augmentation;
+- photos at 256 (the same, at 256×256): random-resized crop to 224 (scale 0.08-1, ratio 3/4-4/3;
+  Pillow's or torch's antialiased bilinear resize of the crop, as torchvision's RandomResizedCrop),
+  horizontal flip, the augmentation of recipes/cats_vs_dogs.yaml.
 
 The paths take turns, epoch by epoch, so that a change of the machine's load falls on all of them;
 each figure is the best of `--repeats` epochs. Prints a Markdown table (path, threads, image size,
@@ -62,7 +64,7 @@ from dcnn.device import reuse_freed_memory
 from dcnn.models import create_model
 
 CIFAR_RECIPE = [
-    {"random_crop": {"size": 32, "padding": 4, "padding_mode": "reflect"}},
+    {"random_crop": {"padding": 4, "padding_mode": "reflect"}},
     "hflip",
     {"cutout": {"size": 8}},
 ]
@@ -170,14 +172,16 @@ def to_tensor(array: np.ndarray) -> torch.Tensor:
 
 
 def cifar_sample(array: np.ndarray) -> torch.Tensor:
-    """Pad 4 (reflect), random 32×32 crop, flip with p 0.5, cutout 8×8 (centre anywhere), to tensor."""
+    """Pad 4 (reflect), random crop of the image's size, flip with p 0.5, cutout 8×8 (centre
+    anywhere), to tensor."""
+    height, width = array.shape[:2]
     padded = Image.fromarray(np.pad(array, ((4, 4), (4, 4), (0, 0)), mode="reflect"))
     left, top = random.randint(0, 8), random.randint(0, 8)
-    image = padded.crop((left, top, left + 32, top + 32))
+    image = padded.crop((left, top, left + width, top + height))
     if random.random() < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     out = np.array(image)
-    cy, cx = random.randrange(32), random.randrange(32)
+    cy, cx = random.randrange(height), random.randrange(width)
     out[max(cy - 4, 0) : cy + 4, max(cx - 4, 0) : cx + 4] = 0
     return to_tensor(out)
 
@@ -316,9 +320,9 @@ def cpu_model() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--images", type=int, default=10_000, help="CIFAR-10 images per epoch")
-    parser.add_argument("--photos", type=int, default=512, help="224-pixel photos per epoch")
+    parser.add_argument("--photos", type=int, default=512, help="photos per epoch (each photo workload)")
     parser.add_argument("--batch-size", type=int, default=256, help="batch size of the CIFAR workload")
-    parser.add_argument("--photo-batch-size", type=int, default=64, help="batch size of the photo workload")
+    parser.add_argument("--photo-batch-size", type=int, default=64, help="batch size of the photo workloads")
     parser.add_argument("--repeats", type=int, default=4, help="epochs per path, taking turns; the best is reported")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--model", default="resnet20", help="the CIFAR recipe's model, whose training rate to beat")
@@ -337,41 +341,52 @@ def main() -> None:
     load_before = os.getloadavg()
     began = time.perf_counter()
     cifar, cifar_labels = decode_cifar(args.data_dir / "cifar10-jpeg" / "train", args.images)
-    photos, photo_labels = decode_photos(args.data_dir / "cats-vs-dogs" / "train", args.photos)
-    print(f"decoded {len(cifar)} CIFAR-10 images and {len(photos)} photos in {time.perf_counter() - began:.1f} s")
+    photos_root = args.data_dir / "cats-vs-dogs" / "train"
+    photos_224, labels_224 = decode_photos(photos_root, args.photos, side=224)
+    photos, photo_labels = decode_photos(photos_root, args.photos)
+    print(f"decoded {len(cifar)} CIFAR-10 images and {len(photos)} photos at 224 and 256 "
+          f"in {time.perf_counter() - began:.1f} s")
 
     bandwidth, fresh_ms, huge_ms = memory_figures((args.photo_batch_size, 3, 224, 224))
-    rows, cifar_stages = run_workload("32×32", cifar, cifar_labels, CIFAR_RECIPE, cifar_sample, args.batch_size,
-                                      args.repeats, threads)
-    photo_rows, photo_stages = run_workload("224×224", photos, photo_labels, PHOTO_RECIPE, photo_sample,
-                                            args.photo_batch_size, args.repeats, threads)
-    rows += photo_rows
-    consumed = {"32×32": model_images_per_second(args.model, 32, args.batch_size, steps=6),
-                "224×224": model_images_per_second(args.photo_model, 224, 16, steps=2)}
+    # (label, images, labels, recipe, per-sample transform, batch size, model and the size it trains at)
+    workloads = [
+        ("32×32, CIFAR aug.", cifar, cifar_labels, CIFAR_RECIPE, cifar_sample, args.batch_size, args.model, 32),
+        ("224×224, CIFAR aug.", photos_224, labels_224, CIFAR_RECIPE, cifar_sample, args.photo_batch_size,
+         args.photo_model, 224),
+        ("256×256 → 224, random-resized crop", photos, photo_labels, PHOTO_RECIPE, photo_sample,
+         args.photo_batch_size, args.photo_model, 224),
+    ]
+    rows, stages = [], {}
+    for label, images, labels, recipe, sample, batch_size, _, _ in workloads:
+        workload_rows, stages[label] = run_workload(label, images, labels, recipe, sample, batch_size,
+                                                    args.repeats, threads)
+        rows += workload_rows
+    consumed = {32: model_images_per_second(args.model, 32, args.batch_size, steps=6),
+                224: model_images_per_second(args.photo_model, 224, 16, steps=2)}
     load_after = os.getloadavg()
 
-    print("\n| path | threads | image size | images/s | ratio | images per CPU-second | ratio |")
+    print("\n| path | threads | workload | images/s | ratio | images per CPU-second | ratio |")
     print("|---|---|---|---:|---:|---:|---:|")
-    baseline = {size: (speed, per_cpu) for path, _, size, speed, per_cpu in rows if path.endswith(" 0 workers")}
-    for path, used, size, speed, per_cpu in rows:
-        print(f"| {path} | {used} | {size} | {speed:,.0f} | {speed / baseline[size][0]:.2f}x "
-              f"| {per_cpu:,.0f} | {per_cpu / baseline[size][1]:.2f}x |")
+    baseline = {label: (speed, per_cpu) for path, _, label, speed, per_cpu in rows if path.endswith(" 0 workers")}
+    for path, used, label, speed, per_cpu in rows:
+        print(f"| {path} | {used} | {label} | {speed:,.0f} | {speed / baseline[label][0]:.2f}x "
+              f"| {per_cpu:,.0f} | {per_cpu / baseline[label][1]:.2f}x |")
     print()
-    for size, stages in (("32×32", cifar_stages), ("224×224", photo_stages)):
-        shown = ", ".join(f"{stage} {ms:.1f}" for stage, ms in stages.items())
-        print(f"batched {size} on 1 thread, ms per batch: {shown} (total {sum(stages.values()):.1f})")
+    for label, spent in stages.items():
+        shown = ", ".join(f"{stage} {ms:.1f}" for stage, ms in spent.items())
+        print(f"batched {label} on 1 thread, ms per batch: {shown} (total {sum(spent.values()):.1f})")
     thp = os.environ.get("THP_MEM_ALLOC_ENABLE", "unset")
     print(f"\nmemory: copy between existing buffers {bandwidth:.1f} GB/s; a new float batch of "
           f"{args.photo_batch_size}x3x224x224 ({args.photo_batch_size * 3 * 224 * 224 * 4 / 1e6:.1f} MB) "
           f"allocated and filled in {fresh_ms:.1f} ms by torch.empty (THP_MEM_ALLOC_ENABLE={thp}), "
           f"{huge_ms:.1f} ms by numpy (huge pages, as to_float)")
-    for size, model in (("32×32", args.model), ("224×224", args.photo_model)):
-        batched = max(speed for path, _, s, speed, _ in rows if s == size and path.startswith("batched uint8"))
-        print(f"{model} trains on {consumed[size]:,.1f} images/s at {size}: the batched path supplies "
-              f"{batched / consumed[size]:,.0f}x that")
+    for label, *_, model, size in workloads:
+        batched = max(speed for path, _, w, speed, _ in rows if w == label and path.startswith("batched uint8"))
+        print(f"{model} trains on {consumed[size]:,.1f} images/s at {size}×{size}: the batched path of "
+              f"{label} supplies {batched / consumed[size]:,.0f}x that")
     print(
         f"\nmachine: {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"batch {args.batch_size} (32×32) / {args.photo_batch_size} (224×224), best of {args.repeats} epochs; "
+        f"batch {args.batch_size} (32×32) / {args.photo_batch_size} (photos), best of {args.repeats} epochs; "
         f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after"
     )
 
