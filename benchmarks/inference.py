@@ -7,7 +7,8 @@ For LeNet-5 (``lenet5``, 1x32x32), ResNet-18 (``resnet18``, 3x224x224) and Mobil
 - fast: :func:`dcnn.export.fast.fast_inference` (fp32: batch norm folded, small convolutions by
   im2col + GEMM, channels-last for wide models, cache-sized chunks, inference mode), what
   ``dcnn predict`` runs by default;
-- fast+compile: the same with ``torch.compile`` (freezing, C++ wrapper; ``dcnn predict --compile``);
+- fast+compile: the same compiled by inductor for each shape (torch.export, freezing, C++ wrapper;
+  ``dcnn predict --compile``);
   the compile time of each shape is printed and not counted;
 - fast+bf16 and fast+compile+bf16 (``--bf16``, only where the CPU computes bf16 natively): the same
   two in bf16 (``dcnn predict --precision bf16``: bf16 autocast, close calls computed again in fp32),
@@ -146,7 +147,7 @@ def speed_table(args: argparse.Namespace, folder: Path) -> tuple[list[str], Rate
                 run(x)
                 if "compile" in label:
                     seconds = time.perf_counter() - start
-                    print(f"{name} batch {batch}: {label}: torch.compile took {seconds:.0f} s", flush=True)
+                    print(f"{name} batch {batch}: {label}: compiling took {seconds:.0f} s", flush=True)
             rates = throughput(paths, x, args.rounds, args.seconds)
             pick = 0 if args.threads == 1 else 1
             eager, onnx = rates["eager"][pick], rates["onnxruntime"][pick]

@@ -103,32 +103,35 @@ def test_last_level_cache_size_from_sysfs(tmp_path):
     assert last_level_cache_bytes(tmp_path / "missing") is None
 
 
+def small_net(x: torch.Tensor) -> nn.Module:
+    torch.manual_seed(0)
+    return calibrate(nn.Sequential(nn.Conv2d(x.shape[1], 16, 3), nn.BatchNorm2d(16), nn.ReLU(),
+                                   nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3)), x)
+
+
 @pytest.mark.slow
 def test_compiled_fast_inference_freezes_weights_in_a_cpp_wrapper_and_computes_the_same_function(monkeypatch):
-    """torch.compile at two batch sizes (about 15 s of CPU with an empty inductor cache, most of it C++),
-    with dynamo allowed a single compiled version of a function: the fast path makes room for more."""
-    from torch._dynamo import config as dynamo
-    from torch._dynamo.utils import counters
+    """Inductor at two batch sizes (about 15 s of CPU with an empty inductor cache, most of it C++);
+    each shape compiled once, then looked up."""
     from torch._inductor import config as inductor
     from torch._inductor.utils import run_and_get_cpp_code
 
-    monkeypatch.setattr(dynamo, "recompile_limit", 1)
-
-    torch.manual_seed(0)
     x = torch.rand(40, 1, 16, 16)  # 40 images: 1.1M multiply-adds in the first convolution, oneDNN's
-    model = calibrate(nn.Sequential(nn.Conv2d(1, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                                    nn.Flatten(), nn.Linear(16, 3)), x)
+    model = small_net(x)
     fast = fast_inference(model, compile=True)
-    assert isinstance(fast.run, torch._dynamo.eval_frame.OptimizedModule)
     _, code = run_and_get_cpp_code(fast, x)
     assert "_convolution_pointwise" in code  # freezing: the weights prepacked for oneDNN, the ReLU fused
     assert "inductor_entry_impl" in code  # the C++ wrapper
-    assert not inductor.freezing  # switched on only while compiling
+    assert not inductor.freezing and not inductor.cpp_wrapper  # switched on only while compiling
     assert_same_function(fast, model, x)
-    graphs = counters["stats"]["unique_graphs"]
     assert_same_function(fast, model, x[:1])  # one image: the convolution by im2col + GEMM
-    assert counters["stats"]["unique_graphs"] == graphs + 1  # compiled, not run uncompiled past the limit
-    assert fast.shapes_compiled == {((40, 1, 16, 16), torch.float32), ((1, 1, 16, 16), torch.float32)}
+    assert set(fast.compiled_for) == {((40, 1, 16, 16), torch.float32), ((1, 1, 16, 16), torch.float32)}
+    monkeypatch.setattr(fast_module, "_compile", lambda *args: pytest.fail("a compiled shape compiled again"))
+    assert_same_function(fast, model, x)
+    # the input is made contiguous as compiled: a transposed view gives the same answers
+    strided = x.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2)
+    assert not strided.is_contiguous()
+    assert_same_function(fast, model, strided)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -183,6 +186,19 @@ def test_bf16_predicts_the_fp32_classes_within_bf16_rounding(name):
     scale = expected.abs().amax(1, keepdim=True)
     assert ((out - expected).abs() <= 0.05 * scale).all()
     assert not torch.equal(out, expected)  # bf16 did compute
+
+
+@needs_bf16
+@pytest.mark.slow
+def test_compiled_bf16_computes_in_bf16():
+    """Autocast is compiled into the graph: the compiled answers are bf16's, not fp32's."""
+    x = torch.rand(6, 3, 12, 12)
+    model = small_net(x)
+    with torch.no_grad():
+        expected = model(x)
+    out = fast_inference(model, compile=True, precision="bf16", close_call=None)(x)
+    error = (out - expected).abs().max() / expected.abs().max()
+    assert 1e-4 < error < 0.05  # bf16's rounding (8 bits of mantissa), far above fp32's
 
 
 def test_an_unknown_precision_is_refused():

@@ -290,8 +290,9 @@ def predict_command(
                                             "by im2col + GEMM, channels-last where layers are wide, batches in "
                                             "cache-sized chunks, inference mode (the same predictions, faster)")
                     ] = True,
-    compile_: Annotated[bool, typer.Option("--compile", help="torch: also torch.compile the model (the first "
-                                                             "batch compiles for tens of seconds)")] = False,
+    compile_: Annotated[bool, typer.Option("--compile", help="torch: also compile the model with inductor (each "
+                                                             "new batch size compiles for seconds to tens of "
+                                                             "seconds)")] = False,
     precision: Annotated[str, typer.Option(help="fast torch path: fp32, or bf16 where the device computes it "
                                                 "natively (close calls are computed again in fp32)")] = "fp32",
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: the cores other work leaves idle)")
