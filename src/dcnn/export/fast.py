@@ -37,8 +37,8 @@ descheduled: LeNet-5 at batch 1 ran at 10 images/s on 2 threads with the other c
 
 Precision: fp32 by default, so predictions are the model's. ``precision="bf16"`` runs the model
 under bf16 autocast (native on CPUs with AVX-512 BF16 or AMX, :func:`dcnn.device.native_bf16`; with
-``compile``, on one thread 1.6-1.8x onnxruntime's speed on ResNet-18 and 1.35x on MobileNet v2 at
-batch 32, BENCHMARKS.md) and keeps its answer only where it is not a close call: where the top two
+``compile``, on one thread 1.8x onnxruntime's speed on ResNet-18, 1.3x on MobileNet v2 at batch 32
+and 1.04-1.11x at batch 1, BENCHMARKS.md) and keeps its answer only where it is not a close call: where the top two
 logits differ by less than :data:`CLOSE_CALL` times the largest |logit|, the image is computed again
 in fp32. bf16 alone changed the top-1 class of 0.28% of CIFAR-10's test images with a trained
 ResNet-20, every one of them such a close call; with the fp32 second look none changes.
