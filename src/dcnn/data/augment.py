@@ -534,7 +534,8 @@ class RandomCrop(Crop):
         # one run starting at every pixel), not of single pixels: the padded batch is made first,
         # as pixel rows (N, H, W + 2p, C), with the images mirrored left-right after it, so a
         # left-right mirrored window is a forward run too; rows (padding, vertical mirroring) are
-        # chosen by the run's index. A pixel gather moved 3 bytes at a time, 4x slower at 224×224.
+        # chosen by the run's index. A gather of single pixels (3 bytes each) took twice as long on 64
+        # photos of 224×224 (11.0 against 5.2 ms with their flips) and 1.3x on 256 CIFAR images.
         n, channels, height, width = images.shape
         size, padding = self.size, self.padding
         out_h, out_w = (size, size) if size is not None else (height, width)
