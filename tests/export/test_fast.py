@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 import dcnn.export.fast as fast_module
 from dcnn.device import native_bf16
+from dcnn.errors import DcnnError
 from dcnn.export.fast import (
     CLOSE_CALL,
     SMALL_CONV_MACS,
@@ -132,6 +133,18 @@ def test_compiled_fast_inference_freezes_weights_in_a_cpp_wrapper_and_computes_t
     strided = x.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2)
     assert not strided.is_contiguous()
     assert_same_function(fast, model, strided)
+
+
+def test_a_model_that_cannot_be_compiled_gets_one_clear_message():
+    class DataDependent(nn.Module):  # a branch on the values: torch.export cannot capture it
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.flatten(1) if x.sum() > 0 else -x.flatten(1)
+
+    fast = fast_inference(DataDependent(), compile=True)
+    with pytest.raises(DcnnError, match=r"compiling the model for inputs \(1, 1, 2, 2\) failed "
+                                        r"\(GuardOnDataDependentSymNode: .*leave out --compile"):
+        fast(torch.ones(1, 1, 2, 2))
+    assert not fast.compiled_for
 
 
 # ----------------------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from dcnn.errors import DcnnError
 from dcnn.models.lenet import PartiallyConnectedConv
 
 # Below this many multiply-adds a call, ATen's im2col + GEMM convolution beats oneDNN's on one thread
@@ -166,7 +167,7 @@ def chunk_size(peak_bytes: int, cache_bytes: int | None) -> int | None:
 def _compile(model: nn.Module, x: torch.Tensor, precision: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """`model` compiled by inductor for inputs of `x`'s shape, dtype and strides, in `precision`
     (module docstring, item 7). Quiet about the im2col convolution having no C++ shim (the C++
-    wrapper calls it through a proxy)."""
+    wrapper calls it through a proxy). Raises DcnnError where it cannot be compiled."""
     ir_log = logging.getLogger("torch._inductor.ir")
     level = ir_log.level
     ir_log.setLevel(logging.ERROR)
@@ -177,6 +178,11 @@ def _compile(model: nn.Module, x: torch.Tensor, precision: str) -> Callable[[tor
             example = x.clone()  # an ordinary tensor (x may be an inference tensor), the same strides
             graph = torch.export.export(model, (example,)).module()
             return torch._inductor.compile(graph, [example], options={"freezing": True, "cpp_wrapper": True})
+    except Exception as error:  # a model torch.export cannot capture, a machine without a C++ compiler
+        lines = str(error).strip().splitlines()
+        raise DcnnError(f"compiling the model for inputs {tuple(x.shape)} failed ({type(error).__name__}: "
+                        f"{lines[0] if lines else 'no message'}); run it without compiling "
+                        "(leave out --compile).") from error
     finally:
         ir_log.setLevel(level)
 
