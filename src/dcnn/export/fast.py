@@ -38,9 +38,9 @@ descheduled: LeNet-5 at batch 1 ran at 10 images/s on 2 threads with the other c
 Precision: fp32 by default, so predictions are the model's. ``precision="bf16"`` runs the model
 under bf16 autocast (native on CPUs with AVX-512 BF16 or AMX, :func:`dcnn.device.native_bf16`; with
 ``compile``, on one thread 1.8x onnxruntime's speed on ResNet-18, 1.3x on MobileNet v2 at batch 32
-and 1.04-1.11x at batch 1, BENCHMARKS.md) and keeps its answer only where it is not a close call: where the top two
-logits differ by less than :data:`CLOSE_CALL` times the largest |logit|, the image is computed again
-in fp32. bf16 alone changed the top-1 class of 0.28% of CIFAR-10's test images with a trained
+and 1.04-1.11x at batch 1, BENCHMARKS.md) and keeps its answer only where it is not a close call:
+where the top two logits differ by less than :data:`CLOSE_CALL` times the largest |logit|, the image
+is computed again in fp32. bf16 alone changed the top-1 class of 0.28% of CIFAR-10's test images with a trained
 ResNet-20, every one of them such a close call; with the fp32 second look none changes.
 """
 
@@ -172,8 +172,9 @@ def _compile(model: nn.Module, x: torch.Tensor, precision: str) -> Callable[[tor
     level = ir_log.level
     ir_log.setLevel(logging.ERROR)
     try:
-        # Under autocast for bf16: the exported graph holds no casts (the model's own choices, as
-        # GemmConv2d's, see autocast on), and inductor compiles them in while it traces the graph.
+        # Under autocast for bf16: torch.export records no casts, but the model's own choices must
+        # see autocast on (GemmConv2d leaves small convolutions to oneDNN under it), and inductor
+        # compiles the casts in while it traces the exported graph.
         with torch.inference_mode(False), torch.no_grad(), _in_precision(precision, x.device):
             example = x.clone()  # an ordinary tensor (x may be an inference tensor), the same strides
             graph = torch.export.export(model, (example,)).module()
