@@ -22,7 +22,8 @@ of pixel operations only returns uint8, which :meth:`dcnn.data.preprocess.Prepro
 converts and normalizes in one pass.
 On a CPU, moving bytes and mapping new memory cost more than the arithmetic of augmentation: uint8
 pixels are 4x fewer bytes than floats, and cropping first makes the float batch at the output's size.
-A crop followed by a flip draws both and writes the mirrored crop in one pass.
+A crop followed by a flip draws both and writes the mirrored crop itself, with no second copy of
+the batch.
 Randomness comes from torch's global generators (kornia samples from them), seeded from the call's
 `seed` inside ``torch.random.fork_rng``: the same seed gives the same batch, and the caller's random
 state is left as it was. Label-mixing augmentations (mixup, cutmix) turn the integer labels into
