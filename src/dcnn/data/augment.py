@@ -19,7 +19,7 @@ builder itself.
 (:class:`PixelOp`: crops, random-resized crops, flips, cutout) as uint8, and becomes float [0, 1]
 (:func:`dcnn.data.preprocess.to_float`) just before the first augmentation that needs floats; a list
 of pixel operations only returns uint8, which :meth:`dcnn.data.preprocess.Preprocess.normalize`
-converts and normalizes in one pass.
+converts and normalizes into one new batch.
 On a CPU, moving bytes and mapping new memory cost more than the arithmetic of augmentation: uint8
 pixels are 4x fewer bytes than floats, and cropping first makes the float batch at the output's size.
 A crop followed by a flip draws both and writes the mirrored crop itself, with no second copy of
