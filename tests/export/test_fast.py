@@ -104,10 +104,10 @@ def test_last_level_cache_size_from_sysfs(tmp_path):
     assert last_level_cache_bytes(tmp_path / "missing") is None
 
 
-def small_net(x: torch.Tensor) -> nn.Module:
+def small_net(x: torch.Tensor, width: int = 16) -> nn.Module:
     torch.manual_seed(0)
-    return calibrate(nn.Sequential(nn.Conv2d(x.shape[1], 16, 3), nn.BatchNorm2d(16), nn.ReLU(),
-                                   nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3)), x)
+    return calibrate(nn.Sequential(nn.Conv2d(x.shape[1], width, 3), nn.BatchNorm2d(width), nn.ReLU(),
+                                   nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 3)), x)
 
 
 @pytest.mark.slow
@@ -127,11 +127,17 @@ def test_compiled_fast_inference_freezes_weights_in_a_cpp_wrapper_and_computes_t
     assert_same_function(fast, model, x)
     assert_same_function(fast, model, x[:1])  # one image: the convolution by im2col + GEMM
     assert set(fast.compiled_for) == {((40, 1, 16, 16), torch.float32), ((1, 1, 16, 16), torch.float32)}
-    monkeypatch.setattr(fast_module, "_compile", lambda *args: pytest.fail("a compiled shape compiled again"))
-    assert_same_function(fast, model, x)
-    # the input is made contiguous as compiled: a transposed view gives the same answers
+    # the input is made contiguous in the layout compiled for (channels-last here, NCHW for a model
+    # with narrow maps): a transposed view gives the same answers (uncopied, the compiled code
+    # refuses its strides)
     strided = x.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2)
     assert not strided.is_contiguous()
+    narrow = small_net(x, width=8)
+    nchw = fast_inference(narrow, compile=True)
+    assert not nchw.channels_last
+    assert_same_function(nchw, narrow, strided[:2])
+    monkeypatch.setattr(fast_module, "_compile", lambda *args: pytest.fail("a compiled shape compiled again"))
+    assert_same_function(fast, model, x)
     assert_same_function(fast, model, strided)
 
 

@@ -59,6 +59,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from dcnn.data.pipeline import in_layout
 from dcnn.errors import DcnnError
 from dcnn.models.lenet import PartiallyConnectedConv
 
@@ -247,8 +248,7 @@ class FastInference(nn.Module):
         return run(x)
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        channels_last = self.channels_last and x.dim() == 4
-        return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        return in_layout(x, self.channels_last and x.dim() == 4)
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         x = self._layout(x)
