@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+import dcnn.data.augment as augment_module
 from dcnn.data.augment import (
     BatchAugment,
     augmentation_names,
@@ -106,6 +107,50 @@ def test_random_crop_defaults_to_the_image_size_and_replicates_edges() -> None:
     padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
     for i in range(N):
         assert any(torch.equal(out[i], padded[i, :, dy : dy + H, dx : dx + W]) for dy in range(3) for dx in range(3))
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate"])
+@pytest.mark.parametrize("flip", [None, "hflip", "vflip"])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_random_crop_of_large_images_one_by_one_equals_the_gather_of_runs(
+    monkeypatch: pytest.MonkeyPatch, mode: str, flip: str | None, channels_last: bool
+) -> None:
+    # Large images are cropped one by one, small ones by a gather of runs of a padded batch
+    # (RandomCrop._one_by_one, _as_runs): the same crops, bit for bit, whichever the size. Windows
+    # that leave the image on one side, on both (a crop larger than the image), and that stay inside.
+    x = torch.randint(0, 256, (24, 3, 17, 23), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    for size, padding in ((None, 4), (8, 1), (21, 4), (12, 0)):
+        spec = [{"random_crop": {"size": size, "padding": padding, "padding_mode": mode}}]
+        spec += [{flip: {"p": 0.5}}] if flip else []
+        aug, labels = build_augment(spec, 10), torch.zeros(24, dtype=torch.long)
+        monkeypatch.setattr(augment_module, "CROP_ONE_BY_ONE", 10**9)
+        runs, _ = aug(x, labels, seed=5)
+        monkeypatch.setattr(augment_module, "CROP_ONE_BY_ONE", 0)
+        one_by_one, _ = aug(x, labels, seed=5)
+        assert torch.equal(runs, one_by_one), (size, padding)
+        if size is None:  # each is a window of its padded image, mirrored or not
+            padded = F.pad(x.float(), (padding,) * 4, mode={"zeros": "constant"}.get(mode, mode))
+            windows = [padded[i, :, dy : dy + 17, dx : dx + 23] for i in range(24)
+                       for dy in range(2 * padding + 1) for dx in range(2 * padding + 1)]
+            dim = {None: -1, "hflip": -1, "vflip": -2}[flip]
+            for i in range(24):
+                out = one_by_one[i].float()
+                assert any(torch.equal(out, w) or (flip and torch.equal(out, w.flip(dim)))
+                           for w in windows[i * (2 * padding + 1) ** 2 : (i + 1) * (2 * padding + 1) ** 2])
+
+
+def test_cutout_leaves_the_callers_batch_as_it_was() -> None:
+    # Cutout zeros its holes in place only in a batch an earlier augmentation of the call made.
+    x = (batch(low=0.1) * 255).round().to(torch.uint8).contiguous(memory_format=torch.channels_last)
+    before = x.clone()
+    for spec in ([{"cutout": {"size": 8}}], [{"random_crop": {"padding": 0}}, {"cutout": {"size": 8}}]):
+        out, _ = augment(spec, x.float() / 255)
+        uint8_out, _ = build_augment(spec, N)(x, torch.arange(N), 0)
+        assert torch.equal(x, before)
+        assert int((uint8_out == 0).all(1).sum()) >= N * 16  # each image has its hole (a clipped one: 16+)
+        assert torch.equal(uint8_out.float() / 255, out)  # the same holes in uint8 and float
 
 
 def test_pca_lighting_adds_one_principal_colour_shift_per_image() -> None:
