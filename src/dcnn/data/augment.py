@@ -512,8 +512,9 @@ def perspective(*, distortion_scale: float = 0.5, p: float = 0.5) -> ImageOp:
     return _kornia().RandomPerspective(distortion_scale=distortion_scale, p=p)
 
 
-# From this many pixels an image, random_crop crops each image on its own (RandomCrop._one_by_one)
-# rather than gathering runs of a padded batch (RandomCrop._as_runs).
+# From this many pixels an image, random_crop on a CPU crops each image on its own
+# (RandomCrop._one_by_one) rather than gathering runs of a padded batch (RandomCrop._as_runs): about
+# even at 128×128, one by one 2x faster at 224×224, 5x slower at 32×32 (BENCHMARKS.md, data pipeline).
 CROP_ONE_BY_ONE = 128 * 128
 
 
@@ -559,7 +560,8 @@ class RandomCrop(Crop):
             else:
                 rows = torch.where(mirror.view(n, 1), rows.flip(1), rows)
         rows, rows_in = _source_index(rows, height, self.padding_mode)
-        crop = self._one_by_one if height * width >= CROP_ONE_BY_ONE else self._as_runs
+        large = images.device.type == "cpu" and height * width >= CROP_ONE_BY_ONE
+        crop = self._one_by_one if large else self._as_runs  # (a GPU: fewer kernels as runs)
         out = crop(images.permute(0, 2, 3, 1), rows, dx, mirrored, out_w)
         if rows_in is not None and padding:
             out.masked_fill_(~rows_in.view(n, out_h, 1, 1).to(images.device), 0)
