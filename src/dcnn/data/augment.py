@@ -563,8 +563,10 @@ class RandomCrop(Crop):
         large = images.device.type == "cpu" and height * width >= CROP_ONE_BY_ONE
         crop = self._one_by_one if large else self._as_runs  # (a GPU: fewer kernels as runs)
         out = crop(images.permute(0, 2, 3, 1), rows, dx, mirrored, out_w)
-        if rows_in is not None and padding:
-            out.masked_fill_(~rows_in.view(n, out_h, 1, 1).to(images.device), 0)
+        if rows_in is not None and padding:  # zero padding: the rows outside the image, by index
+            # (a mask broadcast over the batch took 8-9 ms for 64 photos of 224×224, this 0.1)
+            image, row = (~rows_in).nonzero(as_tuple=True)
+            out[image.to(images.device), row.to(images.device)] = 0
         return out.permute(0, 3, 1, 2)
 
     def _as_runs(self, pixels: Tensor, rows: Tensor, dx: Tensor, mirrored: Tensor, out_w: int) -> Tensor:
