@@ -3,11 +3,14 @@ same pass, random-resized crops resize as Pillow does, and the float conversion 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from dcnn.data import preprocess
 from dcnn.data.augment import Flip, RandomCrop, ResizedCrop, build_augment
 from dcnn.data.preprocess import standardize, to_float
 from dcnn.errors import DcnnError
@@ -194,3 +197,54 @@ def test_to_float_normalizes_exactly_as_the_float_formula(channels_last: bool) -
         result = standardize(floats, mean, std, in_place=in_place)
         assert torch.equal(result, expected) and result.is_contiguous(memory_format=layout)
         assert (result.data_ptr() == floats.data_ptr()) == in_place
+
+
+class _Spy:
+    """Wraps the compiled conversion: how many batches it converted."""
+
+    def __init__(self, conversion: preprocess._FusedConversion) -> None:
+        self.conversion, self.calls = conversion, 0
+
+    def __call__(self, *args: torch.Tensor) -> bool:
+        written = self.conversion(*args)
+        self.calls += written
+        return written
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_conversion_equals_the_operators_bit_for_bit(channels_last: bool, monkeypatch) -> None:
+    # Every uint8 value in every channel, at an odd width (the compiled loop's vector tail).
+    x = (torch.arange(3 * 48 * 77) % 256).to(torch.uint8).view(1, 3, 48, 77)
+    x = torch.cat([x, x.flip(3)])
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    spy = _Spy(preprocess._fused_conversion)
+    monkeypatch.setattr(preprocess, "_fused_conversion", spy)
+    monkeypatch.setattr(preprocess, "FUSED_FROM", x.numel())
+    for stats in ((mean, std), (None, None)):
+        eager = to_float(x, *stats)
+        fused = to_float(x, *stats, fused=True)
+        assert torch.equal(fused, eager) and fused.stride() == eager.stride()
+    assert spy.calls == 2
+    # Below the threshold, and without `fused`, the operators convert.
+    to_float(x[:1], mean, std, fused=True)
+    to_float(x, mean, std)
+    assert spy.calls == 2
+
+
+def test_fused_conversion_that_cannot_compile_warns_once_and_converts_with_the_operators(monkeypatch) -> None:
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found\nmore detail")
+
+    conversion = preprocess._FusedConversion()
+    monkeypatch.setattr(preprocess, "_fused_conversion", conversion)
+    monkeypatch.setattr(preprocess, "FUSED_FROM", 1)
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    x = pixels()
+    with pytest.warns(RuntimeWarning, match=r"failed \(RuntimeError: no C\+\+ compiler found\); converting with"):
+        out = to_float(x, (0.5,) * 3, (0.25,) * 3, fused=True)
+    assert conversion.failed and torch.equal(out, to_float(x, (0.5,) * 3, (0.25,) * 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(to_float(x, fused=True), x.float() / 255)
