@@ -7,7 +7,8 @@ float batch the model reads:
 - batched (dcnn): a random permutation, batches by indexing the uint8 tensor
   (:class:`dcnn.data.loader.TensorBatches`), :class:`dcnn.data.augment.BatchAugment` on the uint8
   batch (crops and flips stay uint8; a flip after a crop is done by the crop), then one conversion
-  to the normalized float batch (:func:`dcnn.data.preprocess.to_float`), with 1 torch thread and with
+  to the normalized float batch (:func:`dcnn.data.preprocess.to_float`, fused as the trainer asks:
+  photo batches by one compiled loop, compiled before the runs and timed apart), with 1 torch thread and with
   `--threads` (default: torch's own number); and, for comparison, the same loader converting each
   batch to float before augmenting it and normalizing it after, on 1 thread (the order of dcnn's
   trainer before uint8 augmentation);
@@ -58,7 +59,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from dcnn.data.augment import BatchAugment, build_augment
-from dcnn.data.loader import EpochOrder, TensorBatches
+from dcnn.data.loader import EpochOrder, TensorBatches, pixels_last
 from dcnn.data.preprocess import to_float
 from dcnn.device import reuse_freed_memory
 from dcnn.models import create_model
@@ -130,7 +131,7 @@ def batched_epoch(images: torch.Tensor, labels: torch.Tensor, augment: BatchAugm
         else:
             pixels, _ = augment(batch, batch_labels, seed=step)
             augmented = time.perf_counter()
-            out = to_float(pixels, MEAN, STD)
+            out = to_float(pixels, MEAN, STD, fused=True)
         produced += out.shape[0]
         now = time.perf_counter()
         for stage, seconds in (("index", indexed - clock), ("augment", augmented - indexed),
@@ -348,6 +349,7 @@ def main() -> None:
           f"in {time.perf_counter() - began:.1f} s")
 
     bandwidth, fresh_ms, huge_ms = memory_figures((args.photo_batch_size, 3, 224, 224))
+    compiling = _seconds(lambda: to_float(pixels_last(photos_224[: args.photo_batch_size]), MEAN, STD, fused=True))
     # (label, images, labels, recipe, per-sample transform, batch size, model and the size it trains at)
     workloads = [
         ("32×32, CIFAR aug.", cifar, cifar_labels, CIFAR_RECIPE, cifar_sample, args.batch_size, args.model, 32),
@@ -380,6 +382,8 @@ def main() -> None:
           f"{args.photo_batch_size}x3x224x224 ({args.photo_batch_size * 3 * 224 * 224 * 4 / 1e6:.1f} MB) "
           f"allocated and filled in {fresh_ms:.1f} ms by torch.empty (THP_MEM_ALLOC_ENABLE={thp}), "
           f"{huge_ms:.1f} ms by numpy (huge pages, as to_float)")
+    print(f"to_float's fused conversion compiled (the first photo batch of a process) in {compiling:.1f} s, "
+          "not counted above")
     for label, *_, model, size in workloads:
         batched = max(speed for path, _, w, speed, _ in rows if w == label and path.startswith("batched uint8"))
         print(f"{model} trains on {consumed[size]:,.1f} images/s at {size}×{size}: the batched path of "
