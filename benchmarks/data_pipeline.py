@@ -7,8 +7,9 @@ float batch the model reads:
 - batched (dcnn): a random permutation, batches by indexing the uint8 tensor
   (:class:`dcnn.data.loader.TensorBatches`), :class:`dcnn.data.augment.BatchAugment` on the uint8
   batch (crops and flips stay uint8; a flip after a crop is done by the crop), then one conversion
-  to the normalized float batch (:func:`dcnn.data.preprocess.to_float`, fused as the trainer asks:
-  photo batches by one compiled loop, compiled before the runs and timed apart), with 1 torch thread and with
+  to the normalized float batch (:func:`dcnn.data.preprocess.to_float`, fused as in a training run
+  long enough to repay compiling it: one compiled loop, compiled before the runs and timed apart),
+  with 1 torch thread and with
   `--threads` (default: torch's own number); and, for comparison, the same loader converting each
   batch to float before augmenting it and normalizing it after, on 1 thread (the order of dcnn's
   trainer before uint8 augmentation);
@@ -349,7 +350,8 @@ def main() -> None:
           f"in {time.perf_counter() - began:.1f} s")
 
     bandwidth, fresh_ms, huge_ms = memory_figures((args.photo_batch_size, 3, 224, 224))
-    compiling = _seconds(lambda: to_float(pixels_last(photos_224[: args.photo_batch_size]), MEAN, STD, fused=True))
+    compiling = _seconds(lambda: [to_float(pixels_last(images[:size]), MEAN, STD, fused=True)
+                                  for images, size in ((photos_224, args.photo_batch_size), (cifar, args.batch_size))])
     # (label, images, labels, recipe, per-sample transform, batch size, model and the size it trains at)
     workloads = [
         ("32×32, CIFAR aug.", cifar, cifar_labels, CIFAR_RECIPE, cifar_sample, args.batch_size, args.model, 32),
@@ -382,7 +384,7 @@ def main() -> None:
           f"{args.photo_batch_size}x3x224x224 ({args.photo_batch_size * 3 * 224 * 224 * 4 / 1e6:.1f} MB) "
           f"allocated and filled in {fresh_ms:.1f} ms by torch.empty (THP_MEM_ALLOC_ENABLE={thp}), "
           f"{huge_ms:.1f} ms by numpy (huge pages, as to_float)")
-    print(f"to_float's fused conversion compiled (the first photo batch of a process) in {compiling:.1f} s, "
+    print(f"to_float's fused conversion compiled (at the first batch of a process) in {compiling:.1f} s, "
           "not counted above")
     for label, *_, model, size in workloads:
         batched = max(speed for path, _, w, speed, _ in rows if w == label and path.startswith("batched uint8"))

@@ -15,6 +15,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from dcnn import create_model
+from dcnn.data import preprocess
 from dcnn.errors import DcnnError
 from dcnn.train import checkpoint as ckpt
 from dcnn.train import make_config, resume, train
@@ -50,6 +51,19 @@ def test_same_seed_same_run_and_other_seed_other_run(tmp_path):
     wa, wb, wc = weights(a), weights(b), weights(c)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_a_run_that_repays_compiling_converts_its_batches_compiled_and_trains_the_same(tmp_path, monkeypatch):
+    calls = []
+    conversion = preprocess._fused_conversion
+    monkeypatch.setattr(preprocess, "_fused_conversion", lambda *args: calls.append(args[0].shape) or conversion(*args))
+    plain, _ = train(tiny_config(tmp_path / "plain", epochs=1))
+    assert not calls  # 600 training images of 28×28: far from repaying a compilation
+    monkeypatch.setattr(trainer_module, "FUSED_REPAID", 600 * 28 * 28)  # what this run converts
+    fused, _ = train(tiny_config(tmp_path / "fused", epochs=1))
+    assert calls == [(50, 1, 28 * 28)] * 12  # every training batch
+    a, b = weights(plain), weights(fused)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_full_batch_gradient_descent_takes_one_step_per_epoch(tmp_path):

@@ -312,13 +312,12 @@ def standardize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float], in
     return x.sub_(mean_t).div_(std_t) if in_place else (x - mean_t) / std_t
 
 
-# A batch of at least this many values, converted on a CPU with `fused` asked for, is converted by
-# one loop compiled by inductor (:func:`_fused_conversion`) instead of four passes of torch
-# operators. 64 photos of 224×224 (9.6 M values): 2.4-2.7 ms against 7.1-7.4 on one thread of the
-# machine of BENCHMARKS.md. The first such batch of a process compiles the loop (about 2 s with
-# inductor's cache on disk warm, mostly importing the compiler, 4-6 s cold), which a smaller batch
-# would not repay: a CIFAR batch of 256 images (0.8 M values) saves 0.13 ms.
-FUSED_FROM = 1 << 22
+# Values a run must convert for the compiled conversion (:func:`to_float` with `fused`) to repay its
+# compilation, once a process: about 2 s with inductor's cache on disk warm (mostly importing the
+# compiler), 4-6 s cold; it then saves about 0.5 ns a value against the four passes of torch
+# operators (64 photos of 224×224, 9.6 M values: 2.4-2.7 ms against 7.1-7.4 on one thread of the
+# machine of BENCHMARKS.md). 2³³ values: 57,000 photos at 224×224, 56 epochs of CIFAR-10.
+FUSED_REPAID = 1 << 33
 
 
 def _convert(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, out: torch.Tensor) -> None:
@@ -371,8 +370,9 @@ def to_float(images: torch.Tensor, mean: Sequence[float] | None = None,
     it is a transposing copy, 2.8x the time of a plain one (64 photos of 224×224: 5.5 against
     1.9 ms on the machine of BENCHMARKS.md); a model that wants the other layout converts once.
 
-    `fused`: for callers converting many batches (training): a batch of :data:`FUSED_FROM` values or
-    more on a CPU is converted in one compiled pass over it (the same results), not four.
+    `fused`: for callers that will convert enough batches to repay a compilation (a training run
+    of :data:`FUSED_REPAID` values or more): on a CPU, one compiled pass over the batch (the same
+    results) instead of four.
     """
     n, channels, height, width = images.shape
     channels_last = _is_channels_last(images)
@@ -381,8 +381,7 @@ def to_float(images: torch.Tensor, mean: Sequence[float] | None = None,
         out = torch.from_numpy(np.empty(shape, dtype=np.float32))
     else:
         out = torch.empty(shape, dtype=torch.float32, device=images.device)
-    large = images.device.type == "cpu" and images.numel() >= FUSED_FROM
-    if fused and large and _convert_fused(images, mean, std, out):
+    if fused and images.device.type == "cpu" and images.numel() and _convert_fused(images, mean, std, out):
         return out.permute(0, 3, 1, 2) if channels_last else out
     if channels_last:
         out = out.permute(0, 3, 1, 2)

@@ -45,7 +45,7 @@ from dcnn.data.datasets import hold_out, limit, load_dataset
 from dcnn.data.folder import Skipped
 from dcnn.data.loader import Batches, FileBatches
 from dcnn.data.pipeline import in_layout, make_batches, model_inputs, plan_preprocess, sample_images
-from dcnn.data.preprocess import Preprocess
+from dcnn.data.preprocess import FUSED_REPAID, Preprocess
 from dcnn.data.whitening import channel_stats, fit_whitening
 from dcnn.device import native_bf16, resolve_device, reuse_freed_memory
 from dcnn.errors import DcnnError
@@ -242,6 +242,9 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.parallel_model = self.dist.wrap(self.model)  # what the training step calls
         self.steps_per_epoch = len(self.data.train)
+        # The compiled conversion of batches to model input where this run repays its compilation.
+        values = cfg.epochs * self.data.train.num_examples * math.prod(self.data.preprocess.input_size)
+        self.fused = values >= FUSED_REPAID
         self.augment = build_augment(cfg.augment, len(self.data.class_names))
         if self.augment is not None:
             self.augment.fit(sample_images(self.data.train, seed=cfg.seed))
@@ -344,9 +347,8 @@ class Trainer:
             console.print(f"[yellow]skipped {len(data.skipped)} file(s)[/] (listed with reasons in skipped.csv)")
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 pixels, or augmented floats in [0, 1] → normalized model input (channels_last when
-        asked); large batches by the compiled conversion, which a run of many batches repays."""
-        return in_layout(self.data.preprocess.normalize(images, fused=True), self.cfg.channels_last)
+        """uint8 pixels, or augmented floats in [0, 1] → normalized model input (channels_last when asked)."""
+        return in_layout(self.data.preprocess.normalize(images, fused=self.fused), self.cfg.channels_last)
 
     def train_step(self, images: torch.Tensor, y: torch.Tensor, sizes: list[int] | None = None,
                    index: torch.Tensor | None = None) -> None:
