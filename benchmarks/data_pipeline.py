@@ -303,6 +303,14 @@ def memory_figures(batch_shape: tuple[int, ...], repeats: int = 5) -> tuple[floa
     return 2 * source.nbytes / copy / 1e9, fresh * 1e3, huge * 1e3
 
 
+def compile_conversion(batches: Iterable[torch.Tensor], thread_counts: Iterable[int]) -> None:
+    """Compile to_float's fused conversion for `batches` with each number of threads (torch.compile
+    keeps code for each, and recompiles when the number changes), so no timed epoch compiles."""
+    for threads in thread_counts:
+        for batch in batches:
+            with_threads(threads, lambda batch=batch: to_float(pixels_last(batch), MEAN, STD, fused=True))()
+
+
 def _seconds(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
@@ -350,8 +358,8 @@ def main() -> None:
           f"in {time.perf_counter() - began:.1f} s")
 
     bandwidth, fresh_ms, huge_ms = memory_figures((args.photo_batch_size, 3, 224, 224))
-    compiling = _seconds(lambda: [to_float(pixels_last(images[:size]), MEAN, STD, fused=True)
-                                  for images, size in ((photos_224, args.photo_batch_size), (cifar, args.batch_size))])
+    compiling = _seconds(lambda: compile_conversion((photos_224[: args.photo_batch_size], cifar[: args.batch_size]),
+                                                   sorted({1, threads})))
     # (label, images, labels, recipe, per-sample transform, batch size, model and the size it trains at)
     workloads = [
         ("32×32, CIFAR aug.", cifar, cifar_labels, CIFAR_RECIPE, cifar_sample, args.batch_size, args.model, 32),
@@ -384,8 +392,8 @@ def main() -> None:
           f"{args.photo_batch_size}x3x224x224 ({args.photo_batch_size * 3 * 224 * 224 * 4 / 1e6:.1f} MB) "
           f"allocated and filled in {fresh_ms:.1f} ms by torch.empty (THP_MEM_ALLOC_ENABLE={thp}), "
           f"{huge_ms:.1f} ms by numpy (huge pages, as to_float)")
-    print(f"to_float's fused conversion compiled (at the first batch of a process) in {compiling:.1f} s, "
-          "not counted above")
+    print(f"to_float's fused conversion compiled for {' and '.join(map(str, sorted({1, threads})))} thread(s) "
+          f"in {compiling:.1f} s, not counted above")
     for label, *_, model, size in workloads:
         batched = max(speed for path, _, w, speed, _ in rows if w == label and path.startswith("batched uint8"))
         print(f"{model} trains on {consumed[size]:,.1f} images/s at {size}×{size}: the batched path of "
