@@ -313,10 +313,11 @@ def standardize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float], in
 
 
 # Values a run must convert for the compiled conversion (:func:`to_float` with `fused`) to repay its
-# compilation, once a process: about 2 s with inductor's cache on disk warm (mostly importing the
-# compiler), 4-6 s cold; it then saves about 0.5 ns a value against the four passes of torch
-# operators (64 photos of 224×224, 9.6 M values: 2.4-2.7 ms against 7.1-7.4 on one thread of the
-# machine of BENCHMARKS.md). 2³³ values: 57,000 photos at 224×224, 56 epochs of CIFAR-10.
+# compilation, once a process and number of threads (torch.compile's code is specific to it): about
+# 2 s with inductor's cache on disk warm (mostly importing the compiler), 4-6 s cold. It then saves
+# about 0.5 ns a value against the four passes of torch operators (64 photos of 224×224, 9.6 M
+# values: 2.4-2.7 ms against 7.1-7.4 on one thread of the machine of BENCHMARKS.md). 2³³ values:
+# 57,000 photos at 224×224, 56 epochs of CIFAR-10.
 FUSED_REPAID = 1 << 33
 
 
